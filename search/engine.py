@@ -1,0 +1,356 @@
+"""Studies: create or resume one, run trials until it holds N finished trials, summarise it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import registry
+from search.data import load_split
+from search.errors import InvalidConfig, UsageError, UserError
+from search.models import build_model, count_parameters
+from search.progress import Progress
+from search.storage import get_storage, mask_password, storage_url
+from search.training import DeviceData, Diverged, RunConfig, resolve_device, train, versions
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what `--trials N` counts
+MAX_CONSECUTIVE_FAILURES = 5
+METRIC = "val_loss"
+
+
+@dataclass
+class RunOptions:
+    space: str = "cnn"  # spaces/NAME.py
+    trials: int = 50  # finished (complete + pruned) trials the study should hold in total
+    study: str | None = None  # defaults to the space name
+    storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
+    timeout: float | None = None  # seconds after which no new trial starts
+    epochs: int = 15  # epoch budget per trial (Hyperband's max resource)
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    seed: int = 42  # seeds the split, the sampler, and (with the trial number) each trial
+    device: str = "auto"
+    train_limit: int | None = None  # stratified subset of the 50k training split
+    warm_start: bool = True  # enqueue the space's WARM_START configs in a new study
+    data_dir: str | None = None
+    command: str = ""  # the command line, stored with the study
+
+
+@dataclass
+class RunSummary:
+    study: str
+    storage: str
+    finished: int
+    complete: int
+    pruned: int
+    failed: int
+    seconds: float
+    best: dict[str, Any] | None
+    interrupted: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    return (study_seed * 1_000_003 + number) % (2**31 - 1)
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    return counts
+
+
+def best_accuracy(study: optuna.Study) -> float | None:
+    accs = [
+        t.user_attrs.get("val_accuracy")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+    accs = [a for a in accs if a is not None]
+    return max(accs) if accs else None
+
+
+def describe_trial(t: FrozenTrial) -> dict[str, Any]:
+    """The stored facts of one trial, as plain data."""
+    attrs = t.user_attrs
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "val_loss": t.value,
+        "val_accuracy": attrs.get("val_accuracy"),
+        "n_params": attrs.get("n_params"),
+        "epochs_run": attrs.get("epochs_run"),
+        "seconds": attrs.get("seconds"),
+        "device": attrs.get("device"),
+        "params": t.params,
+        "config": attrs.get("config"),
+        "warm_start": attrs.get("warm_start"),
+    }
+
+
+def _validate(opts: RunOptions) -> None:
+    if opts.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {opts.trials}")
+    if opts.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {opts.epochs}")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {opts.timeout}")
+    if opts.train_limit is not None and opts.train_limit < 10:
+        raise UsageError(f"--train-limit must be at least 10, got {opts.train_limit}")
+
+
+def open_study(
+    name: str, storage_url_: str | None, space: str, opts: RunOptions, storage=None
+) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; returns (study, created)."""
+    storage = storage or get_storage(storage_url_, heartbeat=True)
+    existing = {s for s in optuna.get_all_study_names(storage)}
+    created = name not in existing
+    n_before = 0
+    if not created:
+        old = optuna.load_study(study_name=name, storage=storage)
+        old_space = old.user_attrs.get("space")
+        if old_space is not None and old_space != space:
+            raise UsageError(
+                f"study {name!r} searches space {old_space!r}, not {space!r}: "
+                f"pass --space {old_space} or a new --study name"
+            )
+        n_before = len(old.get_trials(deepcopy=False))
+    # Offset the sampler's seed by the trials already stored, so a resumed random sampler
+    # does not replay the same points; a new study with the same seed repeats exactly.
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=registry.make_sampler(opts.sampler, opts.seed + n_before),
+        pruner=registry.make_pruner(opts.pruner, opts.epochs),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    if created:
+        study.set_metric_names([METRIC])
+        for key, value in {
+            "space": space,
+            "seed": opts.seed,
+            "epochs": opts.epochs,
+            "train_limit": opts.train_limit,
+            "sampler": opts.sampler,
+            "pruner": opts.pruner,
+            "command": opts.command,
+            "versions": versions(),
+        }.items():
+            study.set_user_attr(key, value)
+    return study, created
+
+
+def enqueue_warm_start(study: optuna.Study, space_module: Any) -> list[str]:
+    names = []
+    for name, cfg in getattr(space_module, "WARM_START", {}).items():
+        study.enqueue_trial(
+            space_module.to_params(cfg), user_attrs={"warm_start": name}, skip_if_exists=True
+        )
+        names.append(name)
+    return names
+
+
+class _Surplus(Exception):
+    """Another worker already started the study's last trial."""
+
+
+def make_objective(
+    study: optuna.Study,
+    space_module: Any,
+    data: DeviceData,
+    opts: RunOptions,
+    progress: Progress,
+):
+    def objective(trial: optuna.Trial) -> float:
+        ahead = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        if sum(t.number < trial.number for t in ahead) >= opts.trials:
+            raise _Surplus("the study already holds its trial count")
+        try:
+            cfg: RunConfig = space_module.space(trial)
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
+            n_params = count_parameters(build_model(cfg.model))
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"invalid configuration: {exc}") from None
+        seed = trial_seed(opts.seed, trial.number)
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("n_params", n_params)
+        trial.set_user_attr("device", str(data.device))
+        trial.set_user_attr("normalization", {"mean": data.mean, "std": data.std})
+        trial.set_user_attr("versions", versions())
+        history: list[dict[str, float]] = []
+        progress.trial_started(trial.number, n_params, opts.epochs)
+
+        def record(val_accuracy: float, per_class: list[float], confusion: list[list[int]]) -> None:
+            trial.set_user_attr("history", history)
+            trial.set_user_attr("epochs_run", len(history))
+            trial.set_user_attr("seconds", history[-1]["seconds"] if history else 0.0)
+            trial.set_user_attr("val_accuracy", val_accuracy)
+            trial.set_user_attr("per_class_val_accuracy", per_class)
+            trial.set_user_attr("val_confusion", confusion)
+
+        def on_epoch(epoch: int, metrics: dict[str, float], val) -> None:
+            history.append(metrics)
+            trial.report(metrics["val_loss"], epoch)
+            record(val.accuracy, val.per_class_accuracy, val.confusion)
+            progress.epoch_done(trial.number, epoch, opts.epochs, metrics)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_reason", f"pruned by {opts.pruner} after epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        try:
+            result = train(cfg, data, seed=seed, on_epoch=on_epoch)
+        except Diverged as exc:
+            trial.set_user_attr("pruned_reason", f"diverged: {exc}")
+            raise optuna.TrialPruned(f"diverged: {exc}") from None
+        return result.val.loss
+
+    def guarded(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            trial.set_user_attr("fail_reason", reason)
+            raise
+
+    return guarded
+
+
+def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
+    """Run trials until the study holds ``opts.trials`` finished ones (or the timeout passes)."""
+    _validate(opts)
+    # Our progress display replaces Optuna's per-trial log lines; failures keep their reason.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space_module = registry.get_space(opts.space)
+    registry.make_sampler(opts.sampler, 0)
+    registry.make_pruner(opts.pruner, opts.epochs)
+    device = resolve_device(opts.device)
+    name = opts.study or opts.space
+    url = storage_url(opts.storage)
+    study, created = open_study(name, url, opts.space, opts)
+    split = load_split(opts.data_dir, seed=opts.seed, train_limit=opts.train_limit)
+    data = DeviceData(split, device)
+    if opts.warm_start and not study.get_trials(deepcopy=False):
+        enqueue_warm_start(study, space_module)
+    progress = progress or Progress(quiet=True)
+    objective = make_objective(study, space_module, data, opts, progress)
+    start = time.monotonic()
+    consecutive_failures, interrupted = 0, False
+    progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
+    try:
+        while True:
+            counts = count_states(study)
+            done = counts["complete"] + counts["pruned"]
+            if done >= opts.trials:
+                break
+            if opts.timeout is not None and time.monotonic() - start > opts.timeout:
+                break
+            if done + counts["running"] >= opts.trials:
+                # Other workers run the last trials; wait for them (or for their heartbeats to
+                # go stale, in which case their trials are failed and retried here).
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(2)
+                continue
+            finished: list[FrozenTrial] = []
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,),
+                callbacks=[lambda _study, t: finished.append(t)],
+            )
+            last = finished[-1]
+            progress.trial_done(study, last)
+            if last.state == TrialState.FAIL and "_Surplus" not in last.user_attrs.get(
+                "fail_reason", ""
+            ):
+                consecutive_failures += 1
+                if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise UserError(
+                        f"{consecutive_failures} trials failed in a row, the last with "
+                        f"{last.user_attrs.get('fail_reason', 'an unknown error')}; "
+                        "see `fmnist-search best --study NAME --failed`"
+                    )
+            else:
+                consecutive_failures = 0
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.stop()
+    return summarize(study, url, time.monotonic() - start, interrupted)
+
+
+def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) -> RunSummary:
+    counts = count_states(study)
+    try:
+        best = describe_trial(study.best_trial)
+    except ValueError:
+        best = None
+    return RunSummary(
+        study=study.study_name,
+        storage=mask_password(url),
+        finished=counts["complete"] + counts["pruned"],
+        complete=counts["complete"],
+        pruned=counts["pruned"],
+        failed=counts["fail"],
+        seconds=seconds,
+        best=best,
+        interrupted=interrupted,
+        counts=counts,
+    )
+
+
+# --- reading what is stored -------------------------------------------------------------------
+
+
+def load(name: str, storage: str | None = None) -> optuna.Study:
+    st = get_storage(storage)
+    if name not in optuna.get_all_study_names(st):
+        known = ", ".join(optuna.get_all_study_names(st)) or "none"
+        raise UserError(
+            f"no study {name!r} in {mask_password(storage_url(storage))} (studies: {known}); "
+            "`fmnist-search studies` lists them"
+        )
+    return optuna.load_study(study_name=name, storage=st)
+
+
+def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
+    st = get_storage(storage)
+    rows = []
+    for name in optuna.get_all_study_names(st):
+        study = optuna.load_study(study_name=name, storage=st)
+        counts = count_states(study)
+        try:
+            best = study.best_trial
+            best_loss, best_n = best.value, best.number
+        except ValueError:
+            best_loss, best_n = math.nan, None
+        rows.append(
+            {
+                "study": name,
+                "space": study.user_attrs.get("space"),
+                **counts,
+                "best_trial": best_n,
+                "best_val_loss": best_loss,
+                "best_val_accuracy": best_accuracy(study),
+            }
+        )
+    return rows
+
+
+def best_trials(study: optuna.Study, k: int = 1) -> list[FrozenTrial]:
+    """The k completed trials with the lowest validation loss."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value)[:k]

@@ -1,0 +1,27 @@
+"""Errors a user can fix. The CLI prints them as one line and exits non-zero, no traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment; the message names the fix.
+
+    ``exit_code`` follows the CLI convention: 2 for usage errors, 1 for runtime errors.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(UserError):
+    exit_code = 2
+
+
+class InvalidConfig(UserError):
+    """A model or training configuration that cannot be built (e.g. a feature map shrunk to 0)."""
+
+    exit_code = 2

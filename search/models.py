@@ -1,0 +1,231 @@
+"""Architectures as data: one MLP and one CNN, each built from a frozen config.
+
+The seed report's named models are presets of these configs, registered under their seed names.
+Inputs are float tensors of shape [B, 1, 28, 28]; outputs are logits of shape [B, 10].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from search.errors import InvalidConfig
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "none": nn.Identity,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+REGULARIZERS = ("bn", "dropout", "none")
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden: tuple[int, ...] = (256, 128)  # units per hidden layer; () is a linear model
+    activation: str = "relu"  # a key of ACTIVATIONS, applied after every hidden layer
+    dropout: float = 0.0  # dropout probability after every hidden activation
+    batch_norm: bool = False  # BatchNorm1d after every hidden Linear
+    kind: str = field(default="mlp", init=False)
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    channels: int  # output channels of the Conv2d
+    kernel: int = 3  # square kernel; padding is (kernel - 1) // 2, stride 1
+    pool_kernel: int = 2  # square pooling window, stride 2
+    pool_pad: bool = False  # pad the pool by pool_kernel // 2 (the seed's first block does)
+
+    @property
+    def padding(self) -> int:
+        return (self.kernel - 1) // 2
+
+    @property
+    def pool_padding(self) -> int:
+        return self.pool_kernel // 2 if self.pool_pad else 0
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    blocks: tuple[ConvBlock, ...] = (ConvBlock(32), ConvBlock(64))
+    pool: str = "max"  # "avg" or "max", every block
+    regularizer: str = "bn"  # after each block's pool: "bn" (BatchNorm2d), "dropout", "none"
+    conv_dropout: float = 0.2  # Dropout2d probability when regularizer == "dropout"
+    fc_hidden: tuple[int, ...] = (128,)  # hidden Linear widths between flatten and the logits
+    fc_dropout: float = 0.0  # dropout before every hidden Linear
+    activation: str = "relu"  # after every conv and hidden Linear
+    kind: str = field(default="cnn", init=False)
+
+    def feature_shapes(self) -> list[tuple[int, int]]:
+        """(channels, side) after each block; raises InvalidConfig if a map shrinks below 1."""
+        side, shapes = IMAGE_SIZE, []
+        for i, b in enumerate(self.blocks):
+            side = side + 2 * b.padding - b.kernel + 1
+            side = (side + 2 * b.pool_padding - b.pool_kernel) // 2 + 1
+            if side < 1:
+                raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")
+            shapes.append((b.channels, side))
+        return shapes
+
+    @property
+    def flat_features(self) -> int:
+        channels, side = self.feature_shapes()[-1] if self.blocks else (1, IMAGE_SIZE)
+        return channels * side * side
+
+
+ModelConfig = MLPConfig | CNNConfig
+
+
+def _check_common(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise InvalidConfig(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+
+
+def build_mlp(cfg: MLPConfig) -> nn.Sequential:
+    _check_common(cfg.activation)
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = IMAGE_SIZE * IMAGE_SIZE
+    for units in cfg.hidden:
+        layers.append(nn.Linear(width, units))
+        if cfg.batch_norm:
+            layers.append(nn.BatchNorm1d(units))
+        layers.append(ACTIVATIONS[cfg.activation]())
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = units
+    layers.append(nn.Linear(width, NUM_CLASSES))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(cfg: CNNConfig) -> nn.Sequential:
+    _check_common(cfg.activation)
+    if cfg.pool not in POOLS:
+        raise InvalidConfig(f"unknown pool {cfg.pool!r}: use avg or max")
+    if cfg.regularizer not in REGULARIZERS:
+        raise InvalidConfig(f"unknown regularizer {cfg.regularizer!r}: use bn, dropout or none")
+    cfg.feature_shapes()
+    layers: list[nn.Module] = []
+    channels = 1
+    for b in cfg.blocks:
+        layers += [
+            nn.Conv2d(channels, b.channels, b.kernel, stride=1, padding=b.padding),
+            ACTIVATIONS[cfg.activation](),
+            POOLS[cfg.pool](b.pool_kernel, stride=2, padding=b.pool_padding),
+        ]
+        if cfg.regularizer == "bn":
+            layers.append(nn.BatchNorm2d(b.channels))
+        elif cfg.regularizer == "dropout":
+            layers.append(nn.Dropout2d(cfg.conv_dropout))
+        channels = b.channels
+    layers.append(nn.Flatten())
+    width = cfg.flat_features
+    for units in cfg.fc_hidden:
+        if cfg.fc_dropout > 0:
+            layers.append(nn.Dropout(cfg.fc_dropout))
+        layers += [nn.Linear(width, units), ACTIVATIONS[cfg.activation]()]
+        width = units
+    layers.append(nn.Linear(width, NUM_CLASSES))
+    return nn.Sequential(*layers)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    return build_mlp(cfg) if isinstance(cfg, MLPConfig) else build_cnn(cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind == "mlp":
+        return MLPConfig(**{**d, "hidden": tuple(d.get("hidden", ()))})
+    if kind == "cnn":
+        blocks = tuple(ConvBlock(**b) for b in d.pop("blocks", ()))
+        return CNNConfig(**{**d, "blocks": blocks, "fc_hidden": tuple(d.get("fc_hidden", ()))})
+    raise InvalidConfig(f"unknown model kind {kind!r}: expected mlp or cnn")
+
+
+# --- the seed's models, registered under their seed names -------------------------------------
+
+PRESETS: dict[str, ModelConfig] = {}
+
+
+def register_preset(name: str, cfg: ModelConfig) -> ModelConfig:
+    if name in PRESETS:
+        raise ValueError(f"preset {name} registered twice")
+    PRESETS[name] = cfg
+    return cfg
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    return [n for n, c in PRESETS.items() if kind is None or c.kind == kind]
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise InvalidConfig(f"unknown preset {name!r}: `fmnist-search presets` lists them")
+    return PRESETS[name]
+
+
+def _seed_mlps() -> None:
+    for hidden in ((50,), (128,)):
+        for act in ("relu", "tanh", "sigmoid", "none"):
+            register_preset(f"1L_{hidden[0]}H_{act}", MLPConfig(hidden=hidden, activation=act))
+    for act in ("relu", "tanh"):
+        register_preset(f"2L_256H_128H_{act}", MLPConfig(hidden=(256, 128), activation=act))
+        register_preset(f"3L_256H_128H_64H_{act}", MLPConfig(hidden=(256, 128, 64), activation=act))
+    register_preset("4L_512H_256H_128H_64H_relu", MLPConfig(hidden=(512, 256, 128, 64)))
+    register_preset("5L_512H_256H_128H_64H_32H_relu", MLPConfig(hidden=(512, 256, 128, 64, 32)))
+
+
+# The seed's conv blocks: Conv(k5, p2) + Pool(k4, s2, p2); Conv(k4, p1) + Pool(k4, s2); Conv(k4,
+# p1) + Pool(k3, s2). With our padding rule (kernel - 1) // 2 these are exactly the seed's layers.
+SEED_BLOCKS = (
+    ConvBlock(8, kernel=5, pool_kernel=4, pool_pad=True),
+    ConvBlock(12, kernel=4, pool_kernel=4),
+    ConvBlock(16, kernel=4, pool_kernel=3),
+)
+
+
+def _seed_cnns() -> None:
+    for pool in ("AVG", "MAX"):
+        p = pool.lower()
+        register_preset(
+            f"Conv_1L_8_1L_128_{pool}",
+            CNNConfig(blocks=SEED_BLOCKS[:1], pool=p, regularizer="none", fc_hidden=(128,)),
+        )
+        for reg, name in (("bn", "BN"), ("dropout", "DO")):
+            register_preset(
+                f"Conv_2L_8_12_2L_128_32_{pool}_{name}",
+                CNNConfig(blocks=SEED_BLOCKS[:2], pool=p, regularizer=reg, fc_hidden=(128, 32)),
+            )
+        register_preset(
+            f"Conv_3L_8_12_16_3L_128_64_32_{pool}_BN",
+            CNNConfig(blocks=SEED_BLOCKS, pool=p, regularizer="bn", fc_hidden=(128, 64, 32)),
+        )
+
+
+_seed_mlps()
+_seed_cnns()
+
+
+def forward_shape(cfg: ModelConfig, batch: int = 2) -> tuple[int, ...]:
+    """Shape of the logits for a batch of zeros; used by tests and `presets`."""
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        return tuple(model(torch.zeros(batch, 1, IMAGE_SIZE, IMAGE_SIZE)).shape)

@@ -1,0 +1,108 @@
+"""The one place that resolves a storage URL into an Optuna storage. Nothing else opens a database.
+
+Order: the ``--storage`` option, else ``FMNIST_SEARCH_STORAGE``, else ``sqlite:///studies.db`` in
+the working directory. Schemes: ``sqlite:///PATH``, ``postgresql://...`` (psycopg 3) and
+``journal:///PATH`` (Optuna's JournalStorage on a file, for shared filesystems).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from search.errors import UserError
+
+ENV_STORAGE = "FMNIST_SEARCH_STORAGE"
+DEFAULT_STORAGE = "sqlite:///studies.db"
+HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats (RDB storages)
+GRACE_PERIOD = 120  # seconds without a heartbeat before a RUNNING trial is declared dead
+SQLITE_TIMEOUT = 60  # seconds a writer waits for SQLite's lock before "database is locked"
+SCHEMES = ("sqlite", "postgresql", "journal")
+
+
+def storage_url(url: str | None = None) -> str:
+    return url or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+
+
+def mask_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _sqlite_path(url: str) -> Path:
+    path = url[len("sqlite:///") :]
+    if not path or path == ":memory:":
+        raise UserError(f"storage {url} names no file: use sqlite:///studies.db", exit_code=2)
+    return Path(path)
+
+
+def _prepare_sqlite(url: str) -> None:
+    path = _sqlite_path(url)
+    if not path.parent.exists():
+        raise UserError(
+            f"storage {url}: directory {path.parent} does not exist; create it or pick another path"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"storage {url}: {path} is read-only; make it writable or copy it")
+    if not path.exists() and not os.access(path.parent, os.W_OK):
+        raise UserError(f"storage {url}: cannot create files in {path.parent}; pick another path")
+    try:
+        # WAL lets readers (the dashboard, `studies`) work while a worker writes; the mode
+        # is stored in the file, so every later connection uses it.
+        con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
+
+
+def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
+    """Resolve ``url`` (or the environment, or the default) into an Optuna storage.
+
+    ``heartbeat`` turns on trial heartbeats (RDB storages), so a killed worker's trial is
+    failed after ``GRACE_PERIOD`` and retried once by ``RetryHeartbeatStaleTrialCallback``.
+    """
+    url = storage_url(url)
+    shown = mask_password(url)
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme not in SCHEMES or "://" not in url:
+        raise UserError(
+            f"storage {shown!r} is not a supported URL: use sqlite:///PATH, "
+            "postgresql://USER:PASSWORD@HOST/DB or journal:///PATH",
+            exit_code=2,
+        )
+    if scheme == "journal":
+        path = Path(url[len("journal:///") :])
+        if not path.parent.exists():
+            raise UserError(f"storage {url}: directory {path.parent} does not exist")
+        return JournalStorage(JournalFileBackend(str(path)))
+    hb: dict = {}
+    if heartbeat:
+        hb = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        }
+    if scheme == "sqlite":
+        _prepare_sqlite(url)
+        engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
+    else:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        # Small pools: many workers share one server; pre-ping drops dead connections.
+        engine_kwargs = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
+                         "connect_args": {"connect_timeout": 10}}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+    except Exception as exc:
+        reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
+        raise UserError(f"cannot open storage {shown}: {reason}") from None

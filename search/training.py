@@ -1,0 +1,272 @@
+"""The one place that trains and evaluates.
+
+The split lives as normalised float tensors on the device ([N, 1, 28, 28]); every epoch draws a
+fresh permutation with ``randperm`` and slices batches from it, augmenting a batch at a time.
+Evaluation is a pure ``no_grad`` function that returns numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search import augment
+from search.data import NUM_CLASSES, Split
+from search.errors import InvalidConfig, UserError
+from search.models import ModelConfig, build_model, config_from_dict, count_parameters
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
+SCHEDULES = ("none", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"  # "sgd" (plain, as the seed), "momentum", "nesterov" (0.9), "adamw"
+    lr: float = 0.05  # peak learning rate
+    weight_decay: float = 0.0  # decoupled for AdamW, L2 for SGD
+    batch_size: int = 128  # images per step
+    epochs: int = 10  # the budget; pruning may stop earlier
+    schedule: str = "none"  # "none" or "cosine" (per step, to 0 at the last epoch)
+    label_smoothing: float = 0.0  # training loss only; validation loss is plain cross-entropy
+    crop_pad: int = 0  # random crop after padding by this many pixels; 0 = off
+    flip: bool = False  # random horizontal flip
+    erasing: float = 0.0  # probability of random erasing per image
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidConfig(f"unknown optimizer {self.optimizer!r}: use {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise InvalidConfig(f"unknown schedule {self.schedule!r}: use {', '.join(SCHEDULES)}")
+        if self.epochs < 1:
+            raise InvalidConfig(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise InvalidConfig(f"batch size must be at least 1, got {self.batch_size}")
+
+
+# The seed's recipe: plain SGD, lr 0.05, batch 128, no schedule, no augmentation.
+SEED_RECIPE = TrainConfig()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run: the model and its recipe."""
+
+    model: ModelConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunConfig:
+        return RunConfig(model=config_from_dict(d["model"]), train=TrainConfig(**d["train"]))
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean cross-entropy
+    accuracy: float
+    confusion: list[list[int]]  # [true class][predicted class] counts
+
+    @property
+    def per_class_accuracy(self) -> list[float]:
+        return [row[i] / max(1, sum(row)) for i, row in enumerate(self.confusion)]
+
+
+@dataclass
+class TrainResult:
+    config: RunConfig
+    history: list[dict[str, float]]  # one dict per epoch
+    val: EvalResult
+    n_params: int
+    seconds: float
+    device: str
+    model: nn.Module
+
+
+class Diverged(Exception):
+    """Training loss became NaN or infinite."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but MPS is not available: use --device cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or mps", exit_code=2)
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    import optuna
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "platform": platform.platform(),
+    }
+
+
+class DeviceData:
+    """The split as normalised float tensors on one device, built once per process."""
+
+    def __init__(self, split: Split, device: torch.device) -> None:
+        self.device = device
+        train = split.train_x.float().div_(255)
+        # Normalisation from the training part only; saved with every checkpoint.
+        self.mean, self.std = float(train.mean()), float(train.std())
+        self.train_x = self._norm(split.train_x).to(device)
+        self.train_y = split.train_y.to(device)
+        self.val_x = self._norm(split.val_x).to(device)
+        self.val_y = split.val_y.to(device)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.mean, self.std)
+
+
+def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28], pixel/255 standardised."""
+    return ((x.float() / 255 - mean) / std).unsqueeze(1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> EvalResult:
+    """Mean cross-entropy, accuracy and confusion matrix of ``model`` on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for i in range(0, len(x), batch):
+        logits = model(x[i : i + batch]).float()
+        loss_sum += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
+        preds.append(logits.argmax(1))
+    model.train(was_training)
+    pred = torch.cat(preds)
+    confusion = torch.bincount(y * NUM_CLASSES + pred, minlength=NUM_CLASSES**2)
+    confusion = confusion.reshape(NUM_CLASSES, NUM_CLASSES).cpu()
+    return EvalResult(
+        loss=loss_sum / len(x),
+        accuracy=float((pred == y).float().mean()),
+        confusion=confusion.tolist(),
+    )
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=0.0 if cfg.optimizer == "sgd" else 0.9,
+        nesterov=cfg.optimizer == "nesterov",
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    if cfg.crop_pad:
+        x = augment.random_crop(x, cfg.crop_pad, gen)
+    if cfg.flip:
+        x = augment.random_flip(x, gen)
+    if cfg.erasing > 0:
+        x = augment.random_erasing(x, cfg.erasing, gen)
+    return x
+
+
+EpochCallback = Callable[[int, dict[str, float], EvalResult], None]
+
+
+def train(
+    config: RunConfig,
+    data: DeviceData,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``config`` from scratch on ``data``; evaluate on validation after every epoch.
+
+    ``on_epoch(epoch, metrics, val)`` runs after each epoch (1-based) and may raise to stop
+    (e.g. ``optuna.TrialPruned``). Raises :class:`Diverged` on a NaN/inf training loss.
+    """
+    cfg = config.train
+    cfg.validate()
+    device = data.device
+    torch.manual_seed(seed)
+    model = build_model(config.model).to(device)
+    opt = _optimizer(model, cfg)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n = len(data.train_x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = (
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+        if cfg.schedule == "cosine"
+        else None
+    )
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    val = None
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2 and i > 0:  # a batch of one breaks batch norm; drop it
+                continue
+            xb = _augment(data.train_x[idx], cfg, gen)
+            yb = data.train_y[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == yb).sum()
+        train_loss = float(loss_sum) / n
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training loss became {train_loss} in epoch {epoch}")
+        val = evaluate(model, data.val_x, data.val_y)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": float(correct) / n,
+            "val_loss": val.loss,
+            "val_accuracy": val.accuracy,
+            "seconds": time.perf_counter() - start,
+        }
+        if not math.isfinite(val.loss):
+            raise Diverged(f"validation loss became {val.loss} in epoch {epoch}")
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, val)
+    assert val is not None
+    return TrainResult(
+        config=config,
+        history=history,
+        val=val,
+        n_params=count_parameters(model),
+        seconds=time.perf_counter() - start,
+        device=str(device),
+        model=model,
+    )

@@ -1,0 +1,9 @@
+"""Search spaces, one module per space: ``spaces/NAME.py`` is found by ``--space NAME``.
+
+A space module defines:
+
+- ``space(trial) -> RunConfig``: the only place ``trial.suggest_*`` is called;
+- ``to_params(config) -> dict``: the parameters that make ``space`` return ``config``
+  (used to enqueue known models; every seed preset of the space's kind must round-trip);
+- ``WARM_START``: named ``RunConfig``s enqueued as a new study's first trials.
+"""

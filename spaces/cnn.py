@@ -1,0 +1,84 @@
+"""CNNs: 1-4 conv blocks, channels, kernels, pooling, regularisation, 0-3 FC layers, recipe.
+
+Block i's parameters are ``conv{i}_channels``, ``conv{i}_kernel``, ``pool{i}_kernel`` and
+``pool{i}_pad``; FC layer i's is ``fc{i}_units``. Geometries that shrink the feature map below
+1x1 raise InvalidConfig, which the engine records as a failed trial with its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from search.models import REGULARIZERS, CNNConfig, ConvBlock, get_preset
+from search.training import SEED_RECIPE, RunConfig, TrainConfig
+from spaces._recipe import recipe_params, suggest_recipe
+
+KIND = "cnn"
+MAX_BLOCKS = 4
+MAX_FC = 3
+
+
+def space(trial: optuna.Trial) -> RunConfig:
+    n_blocks = trial.suggest_int("n_blocks", 1, MAX_BLOCKS)
+    blocks = tuple(
+        ConvBlock(
+            channels=trial.suggest_int(f"conv{i}_channels", 8, 96, log=True),
+            kernel=trial.suggest_categorical(f"conv{i}_kernel", (3, 4, 5)),
+            pool_kernel=trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4)),
+            pool_pad=trial.suggest_categorical(f"pool{i}_pad", (False, True)),
+        )
+        for i in range(n_blocks)
+    )
+    regularizer = trial.suggest_categorical("regularizer", REGULARIZERS)
+    conv_dropout = 0.2
+    if regularizer == "dropout":
+        conv_dropout = trial.suggest_float("conv_dropout", 0.05, 0.5)
+    n_fc = trial.suggest_int("n_fc", 0, MAX_FC)
+    model = CNNConfig(
+        blocks=blocks,
+        pool=trial.suggest_categorical("pool", ("avg", "max")),
+        regularizer=regularizer,
+        conv_dropout=conv_dropout,
+        fc_hidden=tuple(trial.suggest_int(f"fc{i}_units", 16, 512, log=True) for i in range(n_fc)),
+        fc_dropout=trial.suggest_float("fc_dropout", 0.0, 0.5),
+        activation=trial.suggest_categorical("activation", ("relu", "gelu", "silu")),
+    )
+    return RunConfig(model=model, train=suggest_recipe(trial, augment=True))
+
+
+def to_params(config: RunConfig) -> dict[str, Any]:
+    m = config.model
+    assert isinstance(m, CNNConfig)
+    params: dict[str, Any] = {
+        "n_blocks": len(m.blocks),
+        "regularizer": m.regularizer,
+        "n_fc": len(m.fc_hidden),
+        "pool": m.pool,
+        "fc_dropout": m.fc_dropout,
+        "activation": m.activation,
+    }
+    for i, b in enumerate(m.blocks):
+        params |= {
+            f"conv{i}_channels": b.channels,
+            f"conv{i}_kernel": b.kernel,
+            f"pool{i}_kernel": b.pool_kernel,
+            f"pool{i}_pad": b.pool_pad,
+        }
+    if m.regularizer == "dropout":
+        params["conv_dropout"] = m.conv_dropout
+    params |= {f"fc{i}_units": u for i, u in enumerate(m.fc_hidden)}
+    return params | recipe_params(config.train, augment=True)
+
+
+_SEED_BEST = get_preset("Conv_2L_8_12_2L_128_32_AVG_BN")
+WARM_START = {
+    # The seed's best CNN (test accuracy 0.9062) with the seed's recipe, then a modern recipe.
+    "Conv_2L_8_12_2L_128_32_AVG_BN/seed-recipe": RunConfig(_SEED_BEST, SEED_RECIPE),
+    "Conv_2L_8_12_2L_128_32_AVG_BN/adamw-augment": RunConfig(
+        _SEED_BEST,
+        TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=1e-4, batch_size=128,
+                    schedule="cosine", label_smoothing=0.1, crop_pad=2, flip=True),
+    ),
+}
