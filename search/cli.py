@@ -213,6 +213,20 @@ def train_cmd(
 
 @app.command()
 @cli_errors
+def data(data_dir: DataDirOpt = None) -> None:
+    """Find Fashion-MNIST (downloading it if needed), verify its checksums, print where it is."""
+    from search.data import verify_files
+
+    directory, counts = verify_files(data_dir)
+    out.print(
+        f"Fashion-MNIST verified in {directory}: {counts['train-images-idx3-ubyte']} training "
+        f"and {counts['t10k-images-idx3-ubyte']} test images, checksums match",
+        highlight=False,
+    )
+
+
+@app.command()
+@cli_errors
 def spaces() -> None:
     """List the search spaces (spaces/*.py)."""
     from search.registry import get_space, list_spaces

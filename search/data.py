@@ -62,6 +62,8 @@ class Split:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+    train_idx: torch.Tensor  # positions in the 60k training file
+    val_idx: torch.Tensor
     seed: int
     source: str
 
@@ -159,6 +161,18 @@ def load_images_labels(
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
+def verify_files(data_dir: str | Path | None = None) -> tuple[Path, dict[str, int]]:
+    """Find (or download) the four files and check their checksums; returns (folder, counts)."""
+    directory = find_data_dir(data_dir)
+    counts = {}
+    for stem in (s for pair in FILES.values() for s in pair):
+        path = _find(directory, stem)
+        assert path is not None
+        raw = _read_verified(path, stem)
+        counts[stem] = int.from_bytes(raw[4:8], "big")
+    return directory, counts
+
+
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Indices of a class-balanced subset of size ``n`` (scikit-learn's stratified sampler)."""
     from sklearn.model_selection import train_test_split
@@ -183,7 +197,8 @@ def load_split(
     """
     from sklearn.model_selection import train_test_split
 
-    images, labels = load_images_labels("train", data_dir)
+    directory = find_data_dir(data_dir)
+    images, labels = load_images_labels("train", directory)
     idx = np.arange(len(labels))
     train_idx, val_idx = train_test_split(
         idx, test_size=val_size, stratify=labels.numpy(), random_state=seed
@@ -199,8 +214,10 @@ def load_split(
         train_y=labels[train_idx],
         val_x=images[val_idx],
         val_y=labels[val_idx],
+        train_idx=train_idx,
+        val_idx=val_idx,
         seed=seed,
-        source=str(find_data_dir(data_dir, download=False)),
+        source=str(directory),
     )
 
 
