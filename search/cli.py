@@ -8,7 +8,7 @@ import math
 import shlex
 import signal
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -48,7 +48,7 @@ TrainLimitOpt = Annotated[
 ]
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -252,12 +252,29 @@ def studies(storage: StorageOpt = None) -> None:
     if not rows:
         out.print("no studies yet: `fmnist-search run --space cnn` starts one")
         return
-    table = Table("study", "space", "complete", "pruned", "failed", "running", "best trial",
-                  "best val loss", "best val acc")
+    table = Table(
+        "study",
+        "space",
+        "complete",
+        "pruned",
+        "failed",
+        "running",
+        "best trial",
+        "best val loss",
+        "best val acc",
+    )
     for r in rows:
-        table.add_row(r["study"], str(r["space"]), str(r["complete"]), str(r["pruned"]),
-                      str(r["fail"]), str(r["running"]), _fmt(r["best_trial"]),
-                      _fmt(r["best_val_loss"]), _fmt(r["best_val_accuracy"]))
+        table.add_row(
+            r["study"],
+            str(r["space"]),
+            str(r["complete"]),
+            str(r["pruned"]),
+            str(r["fail"]),
+            str(r["running"]),
+            _fmt(r["best_trial"]),
+            _fmt(r["best_val_loss"]),
+            _fmt(r["best_val_accuracy"]),
+        )
     out.print(table)
 
 
@@ -293,3 +310,7 @@ def best(
 
 def entry() -> None:
     app()
+
+
+# The report, evaluate and predict commands live in their own module; importing it registers them.
+from search import cli_report  # noqa: E402,F401

@@ -231,6 +231,10 @@ def make_objective(
     return guarded
 
 
+def _collect(into: list[FrozenTrial]):
+    return lambda _study, trial: into.append(trial)
+
+
 def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
     """Run trials until the study holds ``opts.trials`` finished ones (or the timeout passes)."""
     _validate(opts)
@@ -242,9 +246,10 @@ def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
     device = resolve_device(opts.device)
     name = opts.study or opts.space
     url = storage_url(opts.storage)
-    study, created = open_study(name, url, opts.space, opts)
+    # Data first: a missing data set must not leave an empty study behind.
     split = load_split(opts.data_dir, seed=opts.seed, train_limit=opts.train_limit)
     data = DeviceData(split, device)
+    study, _ = open_study(name, url, opts.space, opts)
     if opts.warm_start and not study.get_trials(deepcopy=False):
         enqueue_warm_start(study, space_module)
     progress = progress or Progress(quiet=True)
@@ -266,10 +271,9 @@ def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
                 optuna.storages.fail_stale_trials(study)
                 time.sleep(2)
                 continue
-            finished: list[FrozenTrial] = []
+            finished: list[FrozenTrial] = []  # filled by the callback
             study.optimize(
-                objective, n_trials=1, catch=(Exception,),
-                callbacks=[lambda _study, t: finished.append(t)],
+                objective, n_trials=1, catch=(Exception,), callbacks=[_collect(finished)]
             )
             last = finished[-1]
             progress.trial_done(study, last)

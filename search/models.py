@@ -87,7 +87,9 @@ ModelConfig = MLPConfig | CNNConfig
 
 def _check_common(activation: str) -> None:
     if activation not in ACTIVATIONS:
-        raise InvalidConfig(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        raise InvalidConfig(
+            f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}"
+        )
 
 
 def build_mlp(cfg: MLPConfig) -> nn.Sequential:

@@ -32,7 +32,9 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(
         min_resource=1, max_resource=epochs, reduction_factor=3
     ),
-    "sha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "sha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=3
+    ),
     "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "none": lambda epochs: optuna.pruners.NopPruner(),
 }
@@ -56,7 +58,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 def list_spaces() -> list[str]:
     import spaces
 
-    return sorted(m.name for m in pkgutil.iter_modules(spaces.__path__) if not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(spaces.__path__) if not m.name.startswith("_")
+    )
 
 
 def get_space(name: str) -> ModuleType:

@@ -90,7 +90,9 @@ def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
         hb = {
             "heartbeat_interval": HEARTBEAT_INTERVAL,
             "grace_period": GRACE_PERIOD,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
         }
     if scheme == "sqlite":
         _prepare_sqlite(url)
@@ -99,8 +101,12 @@ def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
         # Small pools: many workers share one server; pre-ping drops dead connections.
-        engine_kwargs = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True,
-                         "connect_args": {"connect_timeout": 10}}
+        engine_kwargs = {
+            "pool_size": 2,
+            "max_overflow": 2,
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 10},
+        }
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     except Exception as exc:

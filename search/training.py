@@ -42,7 +42,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise InvalidConfig(f"unknown optimizer {self.optimizer!r}: use {', '.join(OPTIMIZERS)}")
+            raise InvalidConfig(
+                f"unknown optimizer {self.optimizer!r}: use {', '.join(OPTIMIZERS)}"
+            )
         if self.schedule not in SCHEDULES:
             raise InvalidConfig(f"unknown schedule {self.schedule!r}: use {', '.join(SCHEDULES)}")
         if self.epochs < 1:

@@ -78,7 +78,15 @@ WARM_START = {
     "Conv_2L_8_12_2L_128_32_AVG_BN/seed-recipe": RunConfig(_SEED_BEST, SEED_RECIPE),
     "Conv_2L_8_12_2L_128_32_AVG_BN/adamw-augment": RunConfig(
         _SEED_BEST,
-        TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=1e-4, batch_size=128,
-                    schedule="cosine", label_smoothing=0.1, crop_pad=2, flip=True),
+        TrainConfig(
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=1e-4,
+            batch_size=128,
+            schedule="cosine",
+            label_smoothing=0.1,
+            crop_pad=2,
+            flip=True,
+        ),
     ),
 }

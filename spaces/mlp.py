@@ -17,7 +17,9 @@ MAX_LAYERS = 5
 def space(trial: optuna.Trial) -> RunConfig:
     n_layers = trial.suggest_int("n_layers", 1, MAX_LAYERS)
     model = MLPConfig(
-        hidden=tuple(trial.suggest_int(f"layer{i}_units", 16, 1024, log=True) for i in range(n_layers)),
+        hidden=tuple(
+            trial.suggest_int(f"layer{i}_units", 16, 1024, log=True) for i in range(n_layers)
+        ),
         activation=trial.suggest_categorical("activation", tuple(ACTIVATIONS)),
         dropout=trial.suggest_float("dropout", 0.0, 0.5),
         batch_norm=trial.suggest_categorical("batch_norm", (False, True)),
@@ -44,7 +46,13 @@ WARM_START = {
     "5L_512H_256H_128H_64H_32H_relu/seed-recipe": RunConfig(_SEED_BEST, SEED_RECIPE),
     "5L_512H_256H_128H_64H_32H_relu/adamw": RunConfig(
         _SEED_BEST,
-        TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=1e-4, batch_size=128,
-                    schedule="cosine", label_smoothing=0.1),
+        TrainConfig(
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=1e-4,
+            batch_size=128,
+            schedule="cosine",
+            label_smoothing=0.1,
+        ),
     ),
 }

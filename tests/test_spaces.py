@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from search.errors import InvalidConfig, UsageError
+from search.models import PRESETS, build_model
+from search.registry import PRUNERS, SAMPLERS, get_space, list_spaces, make_pruner, make_sampler
+from search.training import SEED_RECIPE, RunConfig
+
+SPACES = list_spaces()
+
+
+def test_the_two_spaces_are_found():
+    assert {"mlp", "cnn"} <= set(SPACES)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sampled_configs_build_models_that_run_forward(name):
+    space = get_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    built = invalid = 0
+    for _ in range(60):
+        trial = study.ask()
+        try:
+            cfg = space.space(trial)
+            model = build_model(cfg.model).eval()
+        except InvalidConfig:
+            invalid += 1
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        assert cfg.model.kind == space.KIND
+        cfg.train.validate()
+        with torch.no_grad():
+            assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        built += 1
+        study.tell(trial, 0.0)
+    # Collapsing geometries exist in the cnn space but must stay rare.
+    assert invalid <= 6 and built >= 54
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_seed_preset_is_a_point_of_its_space(name):
+    cfg = RunConfig(PRESETS[name], SEED_RECIPE)
+    space = get_space(PRESETS[name].kind)
+    params = space.to_params(cfg)
+    assert space.space(optuna.trial.FixedTrial(params)) == cfg
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_warm_start_points_round_trip(name):
+    space = get_space(name)
+    assert space.WARM_START
+    for cfg in space.WARM_START.values():
+        assert space.space(optuna.trial.FixedTrial(space.to_params(cfg))) == cfg
+
+
+def test_parameter_names_are_stable_and_indexed():
+    trial = optuna.trial.FixedTrial(
+        get_space("cnn").to_params(
+            RunConfig(PRESETS["Conv_3L_8_12_16_3L_128_64_32_MAX_BN"], SEED_RECIPE)
+        )
+    )
+    get_space("cnn").space(trial)
+    assert {"conv0_channels", "conv2_kernel", "pool1_kernel", "fc2_units"} <= set(trial.params)
+
+
+def test_unknown_space_names_the_choices():
+    with pytest.raises(UsageError, match="unknown space 'nope': use one of .*cnn.*mlp"):
+        get_space("nope")
+
+
+def test_space_with_a_syntax_error_is_reported(tmp_path, monkeypatch):
+    import spaces
+
+    (tmp_path / "broken.py").write_text("def space(trial):\n    return (\n")
+    monkeypatch.setattr(spaces, "__path__", [*spaces.__path__, str(tmp_path)])
+    with pytest.raises(UsageError, match=r"spaces/broken.py has a syntax error at line \d"):
+        get_space("broken")
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_samples_the_cnn_space(name):
+    study = optuna.create_study(sampler=make_sampler(name, 0), pruner=make_pruner("none", 2))
+    space = get_space("cnn")
+
+    def objective(trial):
+        cfg = space.space(trial)
+        return float(cfg.train.lr)
+
+    study.optimize(objective, n_trials=12, catch=(InvalidConfig,))
+    assert len([t for t in study.trials if t.state.is_finished()]) == 12
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+def test_every_pruner_is_made(name):
+    assert isinstance(make_pruner(name, 5), optuna.pruners.BasePruner)
+
+
+def test_unknown_sampler_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown sampler 'bogus'"):
+        make_sampler("bogus", 0)
