@@ -108,10 +108,13 @@ def run(
         bool, typer.Option(help="Enqueue the seed's best models as a new study's first trials.")
     ] = True,
     data_dir: DataDirOpt = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Local worker processes on this study (cores are split).")
+    ] = 1,
 ) -> None:
     """Run (or resume) a study until it holds --trials finished trials."""
-    from search.engine import RunOptions, run_study
-    from search.progress import Progress
+    from search.engine import RunOptions
+    from search.workers import run_jobs
 
     _sigterm_as_interrupt()
     opts = RunOptions(
@@ -130,7 +133,7 @@ def run(
         data_dir=data_dir,
         command=shlex.join(["fmnist-search", *sys.argv[1:]]),
     )
-    summary = run_study(opts, Progress())
+    summary = run_jobs(opts, jobs)
     _print_summary(summary)
     if summary.interrupted:
         raise typer.Exit(130)

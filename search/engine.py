@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,14 @@ from search.data import load_split
 from search.errors import InvalidConfig, UsageError, UserError
 from search.models import build_model, count_parameters
 from search.progress import Progress
-from search.storage import get_storage, mask_password, storage_url
+from search.storage import (
+    STORAGE_ERRORS,
+    get_storage,
+    mask_password,
+    storage_failure,
+    storage_lost,
+    storage_url,
+)
 from search.training import DeviceData, Diverged, RunConfig, resolve_device, train, versions
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what `--trials N` counts
@@ -40,6 +48,7 @@ class RunOptions:
     warm_start: bool = True  # enqueue the space's WARM_START configs in a new study
     data_dir: str | None = None
     command: str = ""  # the command line, stored with the study
+    worker: int = 0  # index of this worker among --jobs local workers (offsets sampler seeds)
 
 
 @dataclass
@@ -105,47 +114,51 @@ def _validate(opts: RunOptions) -> None:
         raise UsageError(f"--train-limit must be at least 10, got {opts.train_limit}")
 
 
-def open_study(
-    name: str, storage_url_: str | None, space: str, opts: RunOptions, storage=None
-) -> tuple[optuna.Study, bool]:
-    """Create the study or load it; returns (study, created)."""
-    storage = storage or get_storage(storage_url_, heartbeat=True)
-    existing = {s for s in optuna.get_all_study_names(storage)}
-    created = name not in existing
-    n_before = 0
-    if not created:
-        old = optuna.load_study(study_name=name, storage=storage)
-        old_space = old.user_attrs.get("space")
+def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; returns (study, created).
+
+    Creation is atomic in the database (unique study names), so among workers that start
+    together exactly one sees ``created`` and enqueues the warm start.
+    """
+    name = opts.study or space
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress display replaces its log
+    storage = get_storage(opts.storage, heartbeat=True)
+    pruner = registry.make_pruner(opts.pruner, opts.epochs)
+    # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
+    # that a resumed random sampler does not replay its points; a new study repeats exactly.
+    worker_offset = 7919 * opts.worker
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset),
+            pruner=pruner,
+            direction="minimize",
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        old_space = study.user_attrs.get("space")
         if old_space is not None and old_space != space:
             raise UsageError(
                 f"study {name!r} searches space {old_space!r}, not {space!r}: "
                 f"pass --space {old_space} or a new --study name"
-            )
-        n_before = len(old.get_trials(deepcopy=False))
-    # Offset the sampler's seed by the trials already stored, so a resumed random sampler
-    # does not replay the same points; a new study with the same seed repeats exactly.
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=registry.make_sampler(opts.sampler, opts.seed + n_before),
-        pruner=registry.make_pruner(opts.pruner, opts.epochs),
-        direction="minimize",
-        load_if_exists=True,
-    )
-    if created:
-        study.set_metric_names([METRIC])
-        for key, value in {
-            "space": space,
-            "seed": opts.seed,
-            "epochs": opts.epochs,
-            "train_limit": opts.train_limit,
-            "sampler": opts.sampler,
-            "pruner": opts.pruner,
-            "command": opts.command,
-            "versions": versions(),
-        }.items():
-            study.set_user_attr(key, value)
-    return study, created
+            ) from None
+        n_before = len(study.get_trials(deepcopy=False))
+        study.sampler = registry.make_sampler(opts.sampler, opts.seed + n_before + worker_offset)
+        return study, False
+    study.set_metric_names([METRIC])
+    for key, value in {
+        "space": space,
+        "seed": opts.seed,
+        "epochs": opts.epochs,
+        "train_limit": opts.train_limit,
+        "sampler": opts.sampler,
+        "pruner": opts.pruner,
+        "command": opts.command,
+        "versions": versions(),
+    }.items():
+        study.set_user_attr(key, value)
+    return study, True
 
 
 def enqueue_warm_start(study: optuna.Study, space_module: Any) -> list[str]:
@@ -231,6 +244,24 @@ def make_objective(
     return guarded
 
 
+def _quiet_heartbeat_errors(progress: Progress) -> None:
+    """A heartbeat thread that loses the database prints one line instead of a traceback;
+    the main loop then stops with the storage error at its next database call."""
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, STORAGE_ERRORS):
+            progress.console.print(
+                f"{progress.prefix}warning: trial heartbeat lost the storage connection",
+                markup=False,
+                highlight=False,
+            )
+        else:
+            default(args)
+
+    threading.excepthook = hook
+
+
 def _collect(into: list[FrozenTrial]):
     return lambda _study, trial: into.append(trial)
 
@@ -244,56 +275,74 @@ def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
     registry.make_sampler(opts.sampler, 0)
     registry.make_pruner(opts.pruner, opts.epochs)
     device = resolve_device(opts.device)
-    name = opts.study or opts.space
     url = storage_url(opts.storage)
     # Data first: a missing data set must not leave an empty study behind.
     split = load_split(opts.data_dir, seed=opts.seed, train_limit=opts.train_limit)
     data = DeviceData(split, device)
-    study, _ = open_study(name, url, opts.space, opts)
-    if opts.warm_start and not study.get_trials(deepcopy=False):
-        enqueue_warm_start(study, space_module)
     progress = progress or Progress(quiet=True)
-    objective = make_objective(study, space_module, data, opts, progress)
+    _quiet_heartbeat_errors(progress)
     start = time.monotonic()
-    consecutive_failures, interrupted = 0, False
-    progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
+    interrupted = False
     try:
-        while True:
-            counts = count_states(study)
-            done = counts["complete"] + counts["pruned"]
-            if done >= opts.trials:
-                break
-            if opts.timeout is not None and time.monotonic() - start > opts.timeout:
-                break
-            if done + counts["running"] >= opts.trials:
-                # Other workers run the last trials; wait for them (or for their heartbeats to
-                # go stale, in which case their trials are failed and retried here).
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(2)
-                continue
-            finished: list[FrozenTrial] = []  # filled by the callback
-            study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=[_collect(finished)]
+        study, created = open_study(opts.space, opts)
+        if opts.warm_start and created:
+            enqueue_warm_start(study, space_module)
+        progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
+        try:
+            _trial_loop(
+                study,
+                make_objective(study, space_module, data, opts, progress),
+                opts,
+                progress,
+                start,
             )
-            last = finished[-1]
-            progress.trial_done(study, last)
-            if last.state == TrialState.FAIL and "_Surplus" not in last.user_attrs.get(
-                "fail_reason", ""
-            ):
-                consecutive_failures += 1
-                if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise UserError(
-                        f"{consecutive_failures} trials failed in a row, the last with "
-                        f"{last.user_attrs.get('fail_reason', 'an unknown error')}; "
-                        "see `fmnist-search best --study NAME --failed`"
-                    )
-            else:
-                consecutive_failures = 0
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.stop()
-    return summarize(study, url, time.monotonic() - start, interrupted)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            progress.stop()
+        return summarize(study, url, time.monotonic() - start, interrupted)
+    except Exception as exc:
+        # A lost database can surface as another error raised while Optuna handles it
+        # (e.g. an UnboundLocalError in its trial bookkeeping); look down the chain.
+        cause = storage_failure(exc)
+        if cause is None:
+            raise
+        raise storage_lost(url, cause) from None
+
+
+def _trial_loop(study, objective, opts: RunOptions, progress: Progress, start: float) -> None:
+    consecutive_failures = 0
+    waiting_said = False
+    while True:
+        counts = count_states(study)
+        done = counts["complete"] + counts["pruned"]
+        if done >= opts.trials:
+            return
+        if opts.timeout is not None and time.monotonic() - start > opts.timeout:
+            return
+        if done + counts["running"] >= opts.trials:
+            # Other workers run the last trials; wait for them (or for their heartbeats to go
+            # stale, in which case their trials are failed and retried here).
+            if not waiting_said:
+                progress.note(f"waiting for {counts['running']} trial(s) running in other workers")
+                waiting_said = True
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(2)
+            continue
+        finished: list[FrozenTrial] = []  # filled by the callback
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_collect(finished)])
+        last = finished[-1]
+        progress.trial_done(study, last)
+        reason = last.user_attrs.get("fail_reason", "")
+        if last.state == TrialState.FAIL and not reason.startswith("_Surplus"):
+            consecutive_failures += 1
+            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                raise UserError(
+                    f"{consecutive_failures} trials failed in a row, the last with {reason}; "
+                    "fix the cause and run again (the study is intact)"
+                )
+        else:
+            consecutive_failures = 0
 
 
 def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) -> RunSummary:

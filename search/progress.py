@@ -14,8 +14,16 @@ from rich.text import Text
 class Progress:
     """Prints to stderr; ``quiet`` silences everything (library use, tests)."""
 
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        quiet: bool = False,
+        console: Console | None = None,
+        prefix: str = "",
+        live: bool = True,
+    ) -> None:
         self.quiet = quiet
+        self.prefix = prefix  # e.g. "[worker 1] " when several workers share a terminal
+        self.allow_live = live
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.live: Live | None = None
         self.target = 0
@@ -48,12 +56,18 @@ class Progress:
         if self.quiet:
             return
         self.console.print(
-            f"study {study.study_name!r} on {storage}, device {device}: "
-            f"running until {target} finished trials"
+            f"{self.prefix}study {study.study_name!r} on {storage}, device {device}: "
+            f"running until {target} finished trials",
+            markup=False,
+            highlight=False,
         )
-        if self.console.is_terminal:
+        if self.console.is_terminal and self.allow_live:
             self.live = Live(self._status(), console=self.console, refresh_per_second=2)
             self.live.start()
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(self.prefix + message, markup=False, highlight=False)
 
     def trial_started(self, number: int, n_params: int, epochs: int) -> None:
         self.running = f"| trial {number} ({n_params:,} params) starting"
@@ -71,7 +85,7 @@ class Progress:
         self.running = ""
         if not self.quiet:
             a = t.user_attrs
-            line = f"trial {t.number:>3} {t.state.name.lower():<8}"
+            line = f"{self.prefix}trial {t.number:>3} {t.state.name.lower():<8}"
             if a.get("val_accuracy") is not None:
                 line += (
                     f" val loss {a['history'][-1]['val_loss']:.4f} acc {a['val_accuracy']:.4f}"
@@ -84,7 +98,9 @@ class Progress:
                 line += f" [warm start {a['warm_start']}]"
             self.console.print(line, highlight=False, markup=False)
             if self.live is None:
-                self.console.print(self._status(), highlight=False)
+                self.console.print(
+                    self.prefix + self._status().plain, highlight=False, markup=False
+                )
         self._update()
 
     def _update(self) -> None:

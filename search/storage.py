@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -21,10 +22,39 @@ from search.errors import UserError
 
 ENV_STORAGE = "FMNIST_SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///studies.db"
-HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats (RDB storages)
-GRACE_PERIOD = 120  # seconds without a heartbeat before a RUNNING trial is declared dead
+# Heartbeats (RDB storages): seconds between a running trial's beats, and seconds without one
+# before its trial is declared dead, failed and retried. Overridable for tests and slow networks.
+HEARTBEAT_INTERVAL = int(os.environ.get("FMNIST_SEARCH_HEARTBEAT", "30"))
+GRACE_PERIOD = int(os.environ.get("FMNIST_SEARCH_GRACE_PERIOD", str(4 * HEARTBEAT_INTERVAL)))
 SQLITE_TIMEOUT = 60  # seconds a writer waits for SQLite's lock before "database is locked"
 SCHEMES = ("sqlite", "postgresql", "journal")
+
+
+# What a lost database connection raises, wherever in Optuna it surfaces.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    optuna.exceptions.StorageInternalError,
+)
+
+
+def storage_failure(exc: BaseException | None) -> Exception | None:
+    """The storage error in ``exc``'s chain of causes, if there is one."""
+    seen, found = set(), None
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, STORAGE_ERRORS):
+            found = exc  # keep walking: the deepest one names the real cause
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def storage_lost(url: str, exc: Exception) -> UserError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(
+        f"lost the connection to storage {mask_password(url)} ({mask_password(reason)}); "
+        "the study is intact: run the same command again once the database is back"
+    )
 
 
 def storage_url(url: str | None = None) -> str:

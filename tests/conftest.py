@@ -21,3 +21,24 @@ def cpu_data(split):
 @pytest.fixture
 def storage(tmp_path):
     return f"sqlite:///{tmp_path}/studies.db"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the test session's own, on a free loopback port."""
+    from tests.pg import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "journal"])
+def any_storage(request, tmp_path):
+    """Every storage kind, through one fixture."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/studies.db"
+    if request.param == "journal":
+        return f"journal:///{tmp_path}/studies.journal"
+    return request.getfixturevalue("postgres").new_database()

@@ -1,0 +1,150 @@
+"""Checkpoints: a model's weights with everything needed to use it again, loadable safely.
+
+A checkpoint is a plain dict saved with ``torch.save`` holding only tensors, dicts, lists, str,
+int, float, bool and None, so that ``torch.load(path, weights_only=True)`` opens it without
+running any pickled code. Loading here always uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search.data import CLASSES
+from search.errors import InvalidConfig, UserError
+from search.models import build_model
+from search.training import RunConfig, versions
+
+FORMAT = "fmnist-search-checkpoint"
+FORMAT_VERSION = 1
+MAKE_ONE = "`fmnist-search report --study NAME` makes one"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (in eval mode) and how its inputs must be prepared."""
+
+    model: nn.Module
+    config: RunConfig
+    mean: float  # input normalisation: (pixel / 255 - mean) / std
+    std: float
+    classes: list[str]
+    space: str | None
+    versions: dict[str, str]
+    meta: dict[str, Any] = field(default_factory=dict)  # study, trial, seed, scores, ...
+    path: Path | None = None
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (dataclass fields) -> lists, so the file holds only weights_only-safe types."""
+    return json.loads(json.dumps(value))
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("fmnist-search")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save(
+    path: str | Path,
+    model: nn.Module,
+    config: RunConfig,
+    mean: float,
+    std: float,
+    space: str | None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        # Copies on the CPU: a checkpoint made on a GPU loads anywhere.
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": _plain(config.to_dict()),
+        "normalization": {"mean": float(mean), "std": float(std)},
+        "classes": list(CLASSES),
+        "space": space,
+        "versions": _plain({**versions(), "fmnist-search": package_version()}),
+        "meta": _plain(meta or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report's model is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _reason(exc: Exception) -> str:
+    """torch.load's errors run to a page; say in a few words what is wrong with the file."""
+    text = str(exc).strip()
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a pickled {found[1]}, which loading with weights_only=True refuses"
+    if isinstance(exc, EOFError) or not text:
+        return "the file is empty or cut short"
+    if "Weights only load failed" in text:
+        return "it is not a PyTorch file"
+    return f"corrupt or cut short: {text.splitlines()[0].split('. ')[0][:160]}"
+
+
+def _not_ours(path: Path, why: str) -> UserError:
+    return UserError(f"{path} is not an fmnist-search checkpoint ({why}); {MAKE_ONE}")
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a checkpoint with ``weights_only=True``; a one-line UserError for any bad file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no checkpoint at {path}: {MAKE_ONE}")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file: pass the path of a best.pt ({MAKE_ONE})")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, a pickle with code in it, ...
+        raise UserError(
+            f"{path} cannot be read as a checkpoint ({_reason(exc)}); {MAKE_ONE}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise _not_ours(path, "it lacks our format marker")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has checkpoint format {payload.get('format_version')!r}, this version reads "
+            f"{FORMAT_VERSION}; remake it with `fmnist-search report --study NAME`"
+        )
+    try:
+        config = RunConfig.from_dict(payload["config"])
+        norm = payload["normalization"]
+        mean, std = float(norm["mean"]), float(norm["std"])
+        model = build_model(config.model)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, InvalidConfig) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_ours(path, f"its contents do not fit: {detail[:200]}") from None
+    return Checkpoint(
+        model=model.to(device).eval(),
+        config=config,
+        mean=mean,
+        std=std,
+        classes=list(payload.get("classes") or CLASSES),
+        space=payload.get("space"),
+        versions=dict(payload.get("versions") or {}),
+        meta=dict(payload.get("meta") or {}),
+        path=path,
+    )

@@ -1,0 +1,190 @@
+"""Commands that read the test split: report, evaluate, predict (registered on search.cli.app).
+
+Thin wrappers: the work is in search.report, search.checkpoint and search.predict.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from search.cli import (
+    DataDirOpt,
+    Device,
+    StorageOpt,
+    TrainLimitOpt,
+    app,
+    cli_errors,
+    err,
+    out,
+)
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="A checkpoint (best.pt). Default: the newest reports/*/best.pt.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command()
+@cli_errors
+def report(
+    study: Annotated[str, typer.Option(help="Study name.")],
+    top: Annotated[int, typer.Option(min=1, help="Best completed trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="Re-trainings per trial, one seed each.")] = 3,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Epochs per re-training. Default: each trial's own budget.",
+            show_default=False,
+        ),
+    ] = None,
+    storage: StorageOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder. Default: reports/STUDY.", show_default=False),
+    ] = None,
+    train_limit: TrainLimitOpt = None,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No progress lines (notes still print).")
+    ] = False,
+) -> None:
+    """Re-train a study's best trials from scratch, score them on the test set, write a report."""
+    from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
+
+    opts = ReportOptions(
+        study=study,
+        storage=storage,
+        top=top,
+        seeds=seeds,
+        epochs=epochs,
+        out=out_dir,
+        train_limit=train_limit,
+        device=device.value,
+        data_dir=data_dir,
+        command=shlex.join(["fmnist-search", *sys.argv[1:]]),
+    )
+    folder, r = make_report(opts, RetrainProgress(quiet=quiet))
+    if quiet:  # --quiet drops the progress lines, not what the user must know
+        for note in r["notes"]:
+            err.print(f"note: {note}", highlight=False, markup=False)
+    table = Table("model", "params", "val acc", "test acc", "test loss")
+    for m in r["models"]:
+        s = m["summary"]
+        table.add_row(
+            m["label"],
+            fmt(m["n_params"]),
+            fmt_ms(s["val_accuracy"]),
+            fmt_ms(s["test_accuracy"]),
+            fmt_ms(s["test_loss"]),
+        )
+    out.print(table)
+    b = r["best"]
+    out.print(
+        f"best.pt: {b['label']} seed {b['seed']} (lowest validation loss), test accuracy "
+        f"{fmt(b['test_accuracy'])}\nreport written to {folder}/ (report.md, index.html, "
+        "results.json, best.pt, figures)",
+        highlight=False,
+    )
+
+
+def _load(model: Path | None, device: Device):
+    from search.checkpoint import load
+    from search.predict import default_model
+    from search.training import resolve_device
+
+    return load(model if model is not None else default_model(), resolve_device(device.value))
+
+
+@app.command("evaluate")
+@cli_errors
+def evaluate_cmd(
+    model: ModelOpt = None,
+    device: Annotated[Device, typer.Option(help="Where to evaluate.")] = Device.auto,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a checkpoint on the 10k test images: accuracy, loss, per-class accuracy."""
+    from search.data import load_test
+    from search.training import evaluate, normalize
+
+    ckpt = _load(model, device)
+    x, y = load_test(data_dir)
+    dev = next(ckpt.model.parameters()).device
+    res = evaluate(ckpt.model, normalize(x, ckpt.mean, ckpt.std).to(dev), y.to(dev))
+    per_class = dict(zip(ckpt.classes, res.per_class_accuracy, strict=True))
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "model": str(ckpt.path),
+                    "test_images": len(y),
+                    "test_accuracy": res.accuracy,
+                    "test_loss": res.loss,
+                    "per_class_accuracy": per_class,
+                    "confusion": res.confusion,
+                }
+            )
+        )
+        return
+    out.print(
+        f"{ckpt.path}: test accuracy {res.accuracy:.4f}, test loss {res.loss:.4f} "
+        f"on {len(y):,} images",
+        highlight=False,
+    )
+    table = Table("class", "test accuracy")
+    for name, acc in per_class.items():
+        table.add_row(name, f"{acc:.4f}")
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def predict(
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE", help="Image files (PNG, JPEG, ...).")
+    ],
+    model: ModelOpt = None,
+    top: Annotated[int, typer.Option(min=1, max=10, help="Classes to show per image.")] = 3,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.cpu,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify images: they are prepared as Fashion-MNIST was made, then run through a model."""
+    from search.predict import predict_files
+
+    ckpt = _load(model, device)
+    preds = predict_files(ckpt, images, top=top)
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "model": str(ckpt.path),
+                    "predictions": [
+                        {
+                            "image": p.image,
+                            "class": p.top[0][0],
+                            "index": p.index,
+                            "top": [{"class": c, "probability": v} for c, v in p.top],
+                        }
+                        for p in preds
+                    ],
+                }
+            )
+        )
+        return
+    for p in preds:
+        shown = ", ".join(f"{c} {v:.1%}" for c, v in p.top)
+        out.print(f"{p.image}: {shown}", highlight=False, markup=False)
