@@ -20,10 +20,24 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# Data: an explicit FMNIST_DATA_DIR, Debian's package, or torchvision's download into ./data.
+# System packages (Debian): the data set, plus whatever the caller lists in APT_NEEDS as
+# "package=file-it-installs" pairs (test.sh asks for PostgreSQL). One apt-get update, only when
+# something is missing, and only as root.
 debian=/usr/share/datasets/fashion-mnist
-if [ -z "${FMNIST_DATA_DIR:-}" ] && [ ! -f "$debian/train-images-idx3-ubyte.gz" ] \
-   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+needs="${APT_NEEDS:-}"
+[ -z "${FMNIST_DATA_DIR:-}" ] && needs="dataset-fashion-mnist=$debian/train-images-idx3-ubyte.gz $needs"
+missing=()
+for pair in $needs; do
+  pkg=${pair%%=*}; file=${pair#*=}
+  compgen -G "$file" >/dev/null || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: missing Debian packages ${missing[*]} (install them as root with apt-get)" >&2
+  fi
 fi
+# Finds and verifies the data; without Debian's package it downloads with torchvision.
 .venv/bin/fmnist-search data

@@ -3,5 +3,6 @@
 #   bash scripts/test.sh [pytest options, e.g. -m "not slow"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=test source scripts/setup.sh
+# The storage tests start their own PostgreSQL server on 127.0.0.1.
+APT_NEEDS="postgresql=/usr/lib/postgresql/*/bin/initdb" EXTRAS=test source scripts/setup.sh
 .venv/bin/python -m pytest "$@"

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import registry
+from search import dashboard, registry
 from search.data import load_split
 from search.errors import InvalidConfig, UsageError, UserError
 from search.models import build_model, count_parameters
@@ -158,6 +158,7 @@ def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
         "versions": versions(),
     }.items():
         study.set_user_attr(key, value)
+    dashboard.study_created(study, opts)
     return study, True
 
 
@@ -226,6 +227,7 @@ def make_objective(
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None
+        dashboard.trial_completed(study, trial, result)
         return result.val.loss
 
     def guarded(trial: optuna.Trial) -> float:
