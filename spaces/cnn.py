@@ -24,7 +24,7 @@ def space(trial: optuna.Trial) -> RunConfig:
     n_blocks = trial.suggest_int("n_blocks", 1, MAX_BLOCKS)
     blocks = tuple(
         ConvBlock(
-            channels=trial.suggest_int(f"conv{i}_channels", 8, 96, log=True),
+            channels=trial.suggest_int(f"conv{i}_channels", 8, 64, log=True),
             kernel=trial.suggest_categorical(f"conv{i}_kernel", (3, 4, 5)),
             pool_kernel=trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4)),
             pool_pad=trial.suggest_categorical(f"pool{i}_pad", (False, True)),
