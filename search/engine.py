@@ -371,7 +371,7 @@ def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) 
 
 
 def load(name: str, storage: str | None = None) -> optuna.Study:
-    st = get_storage(storage)
+    st = get_storage(storage, create=False)
     if name not in optuna.get_all_study_names(st):
         known = ", ".join(optuna.get_all_study_names(st)) or "none"
         raise UserError(
@@ -382,7 +382,7 @@ def load(name: str, storage: str | None = None) -> optuna.Study:
 
 
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
-    st = get_storage(storage)
+    st = get_storage(storage, create=False)
     rows = []
     for name in optuna.get_all_study_names(st):
         study = optuna.load_study(study_name=name, storage=st)

@@ -73,8 +73,13 @@ def _sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def _prepare_sqlite(url: str) -> None:
+def _prepare_sqlite(url: str, create: bool) -> None:
     path = _sqlite_path(url)
+    if not create and not path.exists():
+        raise UserError(
+            f"storage {url}: {path} does not exist yet; `fmnist-search run` creates it, "
+            "or pass --storage with the right path"
+        )
     if not path.parent.exists():
         raise UserError(
             f"storage {url}: directory {path.parent} does not exist; create it or pick another path"
@@ -95,9 +100,12 @@ def _prepare_sqlite(url: str) -> None:
         raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
 
 
-def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
+def get_storage(
+    url: str | None = None, heartbeat: bool = False, create: bool = True
+) -> BaseStorage:
     """Resolve ``url`` (or the environment, or the default) into an Optuna storage.
 
+    ``create=False`` (commands that only read) refuses to create a new SQLite or journal file.
     ``heartbeat`` turns on trial heartbeats (RDB storages), so a killed worker's trial is
     failed after ``GRACE_PERIOD`` and retried once by ``RetryHeartbeatStaleTrialCallback``.
     """
@@ -114,6 +122,10 @@ def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
         path = Path(url[len("journal:///") :])
         if not path.parent.exists():
             raise UserError(f"storage {url}: directory {path.parent} does not exist")
+        if not create and not path.exists():
+            raise UserError(
+                f"storage {url}: {path} does not exist yet; `fmnist-search run` creates it"
+            )
         return JournalStorage(JournalFileBackend(str(path)))
     hb: dict = {}
     if heartbeat:
@@ -125,7 +137,7 @@ def get_storage(url: str | None = None, heartbeat: bool = False) -> BaseStorage:
             ),
         }
     if scheme == "sqlite":
-        _prepare_sqlite(url)
+        _prepare_sqlite(url, create)
         engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_TIMEOUT}}
     else:
         if url.startswith("postgresql://"):

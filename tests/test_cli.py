@@ -96,7 +96,8 @@ def test_train_prints_every_epoch():
         (["run", "--data-dir", "/no/such/data"], 1, "apt-get install dataset-fashion-mnist"),
         (["run", "--sampler", "bogus"], 2, "unknown sampler"),
         (["train", "--preset", "nope"], 2, "unknown preset"),
-        (["best", "--study", "missing"], 1, "no study 'missing'"),
+        (["best", "--study", "missing"], 1, "does not exist yet"),
+        (["studies"], 1, "does not exist yet"),
     ],
 )
 def test_bad_input_gets_a_short_clear_error(args, code, message, tmp_path, monkeypatch):
@@ -106,9 +107,23 @@ def test_bad_input_gets_a_short_clear_error(args, code, message, tmp_path, monke
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) <= 4  # click's usage errors take 3-4 lines
-    # Nothing half-written: a failed run leaves no study behind.
-    if (tmp_path / "s.db").exists():
-        assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/s.db") == []
+    # Nothing half-written: a failed command leaves no database and no study behind.
+    assert not (tmp_path / "s.db").exists() or not optuna.get_all_study_names(
+        f"sqlite:///{tmp_path}/s.db"
+    )
+
+
+def test_best_on_a_missing_study_names_the_known_ones(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    assert (
+        invoke("run", "--space", "mlp", "--trials", "1", *TINY, "--storage", storage).exit_code == 0
+    )
+    before = (tmp_path / "s.db").read_bytes()
+    result = invoke("best", "--study", "missing", "--storage", storage)
+    assert (
+        result.exit_code == 1 and "no study 'missing'" in result.output and "mlp" in result.output
+    )
+    assert (tmp_path / "s.db").read_bytes() == before
 
 
 def _count(storage: str, name: str) -> dict[TrialState, int]:

@@ -36,8 +36,9 @@ def finished(trials) -> int:
 
 
 def test_every_storage_kind_runs_a_study(any_storage):
-    summary = run_study(RunOptions(space="mlp", trials=2, epochs=1, train_limit=2000,
-                                   storage=any_storage))
+    summary = run_study(
+        RunOptions(space="mlp", trials=2, epochs=1, train_limit=2000, storage=any_storage)
+    )
     assert summary.finished == 2
     assert finished(trials_of(any_storage)) == 2
 
@@ -45,10 +46,17 @@ def test_every_storage_kind_runs_a_study(any_storage):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_four_workers_complete_an_exact_trial_count(kind, tmp_path, request):
-    url = (f"sqlite:///{tmp_path}/w.db" if kind == "sqlite"
-           else request.getfixturevalue("postgres").new_database())
-    proc = subprocess.run([*CLI, "run", *TINY, "--trials", "10", "--jobs", "4", "--storage", url],
-                          capture_output=True, text=True, timeout=600)
+    url = (
+        f"sqlite:///{tmp_path}/w.db"
+        if kind == "sqlite"
+        else request.getfixturevalue("postgres").new_database()
+    )
+    proc = subprocess.run(
+        [*CLI, "run", *TINY, "--trials", "10", "--jobs", "4", "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "database is locked" not in proc.stderr and "Traceback" not in proc.stderr
     trials = trials_of(url)
@@ -58,8 +66,11 @@ def test_four_workers_complete_an_exact_trial_count(kind, tmp_path, request):
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     warm = [t.user_attrs.get("warm_start") for t in trials if t.user_attrs.get("warm_start")]
     assert len(warm) == len(set(warm)) == 2  # each enqueued trial trained exactly once
-    workers = {line.split("]")[0] for line in proc.stderr.splitlines()
-               if line.startswith("[worker") and " trial " in line}
+    workers = {
+        line.split("]")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("[worker") and " trial " in line
+    }
     assert len(workers) == 4
 
 
@@ -68,8 +79,10 @@ def wait_for_running(url: str, name: str, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if any(t.state == TrialState.RUNNING and t.user_attrs.get("epochs_run")
-                   for t in trials_of(url, name)):
+            if any(
+                t.state == TrialState.RUNNING and t.user_attrs.get("epochs_run")
+                for t in trials_of(url, name)
+            ):
                 return
         except KeyError:
             pass
@@ -81,8 +94,21 @@ def wait_for_running(url: str, name: str, timeout: float = 300) -> None:
 def test_a_killed_worker_trial_is_failed_retried_and_the_count_still_holds(postgres):
     url = postgres.new_database()
     env = {**os.environ, **FAST_HEARTBEAT}
-    cmd = [*CLI, "run", "--space", "cnn", "--train-limit", "2000", "--epochs", "3",
-           "--trials", "3", "--storage", url, "--no-warm-start"]
+    cmd = [
+        *CLI,
+        "run",
+        "--space",
+        "cnn",
+        "--train-limit",
+        "2000",
+        "--epochs",
+        "3",
+        "--trials",
+        "3",
+        "--storage",
+        url,
+        "--no-warm-start",
+    ]
     victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_running(url, "cnn")
     victim.send_signal(signal.SIGKILL)
@@ -108,10 +134,24 @@ def test_a_killed_worker_trial_is_failed_retried_and_the_count_still_holds(postg
 def test_the_database_going_away_stops_the_worker_cleanly_and_it_resumes(postgres, tmp_path):
     url = postgres.new_database()
     env = {**os.environ, **FAST_HEARTBEAT}
-    cmd = [*CLI, "run", "--space", "cnn", "--train-limit", "2000", "--epochs", "4",
-           "--trials", "3", "--storage", url, "--no-warm-start"]
-    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    cmd = [
+        *CLI,
+        "run",
+        "--space",
+        "cnn",
+        "--train-limit",
+        "2000",
+        "--epochs",
+        "4",
+        "--trials",
+        "3",
+        "--storage",
+        url,
+        "--no-warm-start",
+    ]
+    worker = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_running(url, "cnn")
         postgres.stop()
