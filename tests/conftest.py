@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from search.data import load_split
-from search.training import DeviceData
+# Tests start many short-lived trainings, often several processes at once: one thread each
+# avoids OpenMP oversubscription on small machines (it slows every process many times over).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from search.data import load_split  # noqa: E402
+from search.training import DeviceData  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
