@@ -188,3 +188,35 @@ def predict(
     for p in preds:
         shown = ", ".join(f"{c} {v:.1%}" for c, v in p.top)
         out.print(f"{p.image}: {shown}", highlight=False, markup=False)
+
+
+# The dashboard reads no test data; it lives here beside `report`, whose output it also shows.
+@app.command()
+@cli_errors
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback is reachable.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifacts",
+            envvar="FMNIST_SEARCH_ARTIFACTS",
+            help="Artifact folder. Default: artifacts/ beside the SQLite file, else ./artifacts.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Watch the studies live in optuna-dashboard: notes, learning curves, trial artifacts."""
+    from search import dashboard as board
+    from search.cli import _sigterm_as_interrupt
+
+    server = board.make_server(storage, host, port, artifacts)
+    warning = board.exposure_warning(server.server_address[0])
+    if warning:
+        err.print(warning, highlight=False, markup=False, soft_wrap=True)
+    _sigterm_as_interrupt()
+    out.print(board.describe(server, storage, artifacts), highlight=False, markup=False)
+    board.serve(server)

@@ -1,17 +1,310 @@
-"""What the Optuna dashboard shows of a study: notes and per-trial artifacts.
+"""What the Optuna dashboard shows of a study, and the server that shows it.
 
-The engine calls ``study_created`` once per new study and ``trial_completed`` after each
-completed trial; both are no-ops until the dashboard integration fills them in.
+Notes (markdown, stored with the study by ``optuna_dashboard.save_note``): the engine calls
+``study_created`` once per new study, and ``report_written`` appends the report's summary table.
+Artifacts (PNG files in a ``FileSystemArtifactStore``, registered with ``optuna.artifacts``):
+``trial_completed`` uploads each completed trial's learning curves and validation confusion
+matrix; ``report_written`` uploads the report's figures to the study.
+
+Where artifacts live is a function of the storage URL alone (``artifact_dir``), so the workers
+that upload them and ``fmnist-search dashboard`` that serves them agree without configuration.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+
+from search.errors import UserError
+from search.storage import get_storage, mask_password, sqlite_path, storage_url
+
+ENV_ARTIFACTS = "FMNIST_SEARCH_ARTIFACTS"  # overrides the artifact folder for every command
+ARTIFACTS = "artifacts"  # folder name: beside the SQLite file, else in the working directory
+LEARNING_CURVES = "learning_curves.png"  # per-trial artifact file names
+CONFUSION = "val_confusion.png"
+WARNING_ATTR = "dashboard_warning"  # user attribute of a trial whose artifacts failed to upload
+# Below this line the study note is the report's. A markdown link definition: not displayed.
+REPORT_MARK = "[fmnist-search-report]: #"
 
 
-def study_created(study: Any, opts: Any) -> None:
+# --- where artifacts live ---------------------------------------------------------------------
+
+
+def artifact_dir(url: str | None = None, override: str | Path | None = None) -> Path:
+    """The artifact folder of storage ``url``: ``override`` (``--artifacts``), else
+    ``$FMNIST_SEARCH_ARTIFACTS``, else ``artifacts/`` beside the SQLite file, else (PostgreSQL,
+    journal files) ``./artifacts`` in the working directory."""
+    chosen = override or os.environ.get(ENV_ARTIFACTS)
+    if chosen:
+        return Path(chosen)
+    url = storage_url(url)
+    if url.startswith("sqlite:///"):
+        return sqlite_path(url).parent / ARTIFACTS
+    return Path(ARTIFACTS)
+
+
+def artifact_store(
+    url: str | None = None, override: str | Path | None = None
+) -> FileSystemArtifactStore:
+    """A ``FileSystemArtifactStore`` on ``artifact_dir(url, override)``, creating the folder."""
+    folder = artifact_dir(url, override)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the artifact folder {folder} ({exc.strerror}); "
+            f"pick another with --artifacts or ${ENV_ARTIFACTS}"
+        ) from None
+    return FileSystemArtifactStore(folder)
+
+
+# --- notes ------------------------------------------------------------------------------------
+
+
+def _versions(attrs: dict[str, Any]) -> str:
+    import optuna_dashboard
+
+    from search import __version__
+
+    v = {**attrs.get("versions", {})}
+    platform = v.pop("platform", None)
+    v |= {"optuna-dashboard": optuna_dashboard.__version__, "fmnist-search": __version__}
+    text = ", ".join(f"{k} {val}" for k, val in v.items())
+    return text + (f" on {platform}" if platform else "")
+
+
+def study_note(name: str, attrs: dict[str, Any]) -> str:
+    """The markdown note of a study, from its user attributes (see ``engine.open_study``)."""
+    seed = attrs.get("seed", 42)
+    limit = attrs.get("train_limit")
+    subset = f", of which a stratified {limit:,} are trained on" if limit else ""
+    command = attrs.get("command") or "(not recorded)"
+    return "\n".join(
+        [
+            f"## Study `{name}`: search space `{attrs.get('space')}`",
+            "",
+            f"- **command:** `{command}`",
+            "- **split:** the 60,000 Fashion-MNIST training images, split stratified into "
+            f"50,000 training / 10,000 validation images (`random_state={seed}`){subset}; the "
+            "search never reads the test set",
+            f"- **seed:** {seed} (the split, the sampler, and each trial with its number)",
+            "- **objective:** validation cross-entropy (`val_loss`), minimised, reported after "
+            f"every epoch (the learning curves); epoch budget per trial: {attrs.get('epochs')}",
+            f"- **sampler:** {attrs.get('sampler')}, **pruner:** {attrs.get('pruner')}",
+            f"- **versions:** {_versions(attrs)}",
+            "",
+            "Each completed trial has two artifacts: its learning curves and its validation "
+            "confusion matrix. User attributes hold `val_accuracy`, per-class accuracy, the "
+            "confusion counts, the per-epoch history and the resolved `config`.",
+        ]
+    )
+
+
+def study_created(study: optuna.Study, opts: Any) -> None:
     """Attach a markdown note (space, command line, split, seed, versions) to a new study."""
+    from optuna_dashboard import save_note
+
+    save_note(study, study_note(study.study_name, study.user_attrs))
 
 
-def trial_completed(study: Any, trial: Any, result: Any) -> None:
-    """Upload a completed trial's learning-curve and confusion-matrix PNGs as artifacts."""
+# --- artifacts --------------------------------------------------------------------------------
+
+
+def trial_completed(study: optuna.Study, trial: optuna.Trial, result: Any, opts: Any) -> None:
+    """Upload a completed trial's learning-curve and confusion-matrix PNGs as artifacts.
+
+    Never fails the trial: any error becomes the trial's ``dashboard_warning`` user attribute.
+    ``opts`` (the engine's RunOptions) names the storage URL, hence the artifact folder.
+    """
+    try:
+        url = storage_url(opts.storage)
+        _upload_trial_figures(study, trial, result, artifact_store(url))
+    except Exception as exc:  # the trial's result matters more than its pictures
+        message = f"artifacts not uploaded: {type(exc).__name__}: {exc}".splitlines()[0]
+        try:
+            trial.set_user_attr(WARNING_ATTR, message)
+        except Exception:
+            pass  # the storage is gone; the engine reports that at its next call
+
+
+def _upload_trial_figures(
+    study: optuna.Study, trial: optuna.Trial, result: Any, store: FileSystemArtifactStore
+) -> None:
+    from search import plots  # matplotlib: imported on the first trial, not by every command
+    from search.data import CLASSES
+
+    label = f"trial {trial.number}"
+    acc = result.val.accuracy
+    with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as tmp:
+        curves = plots.learning_curves(
+            [{"label": label, "histories": [result.history]}], Path(tmp) / LEARNING_CURVES
+        )
+        confusion = plots.confusion_matrix(
+            result.val.confusion,
+            CLASSES,
+            Path(tmp) / CONFUSION,
+            title=f"{study.study_name} {label}: validation confusion, row-normalised "
+            f"(accuracy {acc:.4f})",
+        )
+        for path in (curves, confusion):
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def report_summary(results: dict[str, Any]) -> str:
+    """The report's summary as markdown: its Results table and its best-model paragraph."""
+    from search.report import document, render_markdown
+
+    blocks = document(results)
+    sections = [i for i, b in enumerate(blocks) if b[:2] == ("h", 2)]
+    start = blocks.index(("h", 2, "Results"))
+    end = sections[sections.index(start) + 2]  # "Results" and "Best model (best.pt)"
+    kept = [("h", 3, b[2]) if b[0] == "h" else b for b in blocks[start:end]]
+    st, se = results["study"], results["settings"]
+    head = (
+        f"## Report of {results['created']}\n\n`{results['command'] or 'fmnist-search report'}`"
+        f": the top {se['top']} trials of `{st['name']}` re-trained with {se['seeds']} "
+        f"seed{'s' if se['seeds'] != 1 else ''} each, then scored once on the test set. Its "
+        "figures are the study's artifacts."
+    )
+    return head + "\n\n" + render_markdown(kept)
+
+
+def report_written(
+    storage: str | None, results: dict[str, Any], figures: Sequence[Path]
+) -> str | None:
+    """Put a report's summary table into its study's note (below the study's own part) and
+    its figures into the study's artifacts, replacing an earlier report's.
+
+    Returns None, or a one-line warning: the report is whole without the dashboard's copy.
+    """
+    try:
+        from optuna_dashboard import get_note, save_note
+
+        url = storage_url(storage)
+        study = optuna.load_study(study_name=results["study"]["name"], storage=get_storage(url))
+        own = get_note(study).split(REPORT_MARK)[0].rstrip()
+        own = own or study_note(study.study_name, study.user_attrs)
+        save_note(study, f"{own}\n\n{REPORT_MARK}\n\n{report_summary(results)}")
+        store = artifact_store(url)
+        try:
+            earlier = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
+        except (TypeError, KeyError):  # an artifact deleted in the dashboard leaves a null
+            earlier = {}
+        for path in figures:
+            if path.name in earlier:  # same artifact, new content: no pile of old reports
+                with open(path, "rb") as fh:
+                    store.write(earlier[path.name], fh)
+            else:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    except Exception as exc:
+        return f"the dashboard's copy of the report was not saved ({type(exc).__name__}: {exc})"
+    return None
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """wsgiref with a thread per request (as optuna-dashboard's own command runs it)."""
+
+    daemon_threads = True  # Ctrl-C does not wait for open browser connections
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise
+        pass
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def exposure_warning(host: str) -> str | None:
+    """A one-line warning when the dashboard listens beyond this machine (None on loopback)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: the dashboard listens on {host}, reachable from other machines; it has no "
+        "login and can delete studies (use --host 127.0.0.1 to keep it local)"
+    )
+
+
+def make_server(
+    storage: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifacts: str | Path | None = None,
+) -> WSGIServer:
+    """optuna-dashboard (its ``wsgi`` app) on ``storage`` with its artifact store, bound to
+    ``host:port`` (port 0: any free port, see ``server.server_port``) but not yet serving."""
+    from optuna_dashboard import wsgi
+
+    url = storage_url(storage)
+    if url.startswith("sqlite:///") and not sqlite_path(url).exists():
+        raise UserError(
+            f"storage {url}: {sqlite_path(url)} does not exist; start a study there first "
+            f"(`fmnist-search run --storage {url}`) or pass the right --storage"
+        )
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    app = wsgi(get_storage(url), artifact_store=artifact_store(url, artifacts))
+    server_class = _Server6 if ":" in host else _Server
+    try:
+        server = server_class((host, port), _QuietHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"port {port} on {host} is already in use (another dashboard?); "
+                f"pick a free one with --port, e.g. --port {port + 1}"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise UserError(
+                f"no permission to listen on port {port} (ports below 1024 need root); "
+                "pick another with --port, e.g. --port 8080"
+            ) from None
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass an address of this "
+            "machine with --host (default 127.0.0.1)"
+        ) from None
+    server.set_app(app)
+    return server
+
+
+def address(server: WSGIServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def serve(server: WSGIServer) -> None:
+    """Serve until Ctrl-C (or SIGTERM), then close the socket."""
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def describe(server: WSGIServer, storage: str | None, artifacts: str | Path | None) -> str:
+    url = storage_url(storage)
+    return (
+        f"optuna-dashboard on {address(server)}/dashboard (storage {mask_password(url)}, "
+        f"artifacts {artifact_dir(url, artifacts)}); Ctrl-C stops it"
+    )

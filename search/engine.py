@@ -227,7 +227,7 @@ def make_objective(
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None
-        dashboard.trial_completed(study, trial, result)
+        dashboard.trial_completed(study, trial, result, opts)
         return result.val.loss
 
     def guarded(trial: optuna.Trial) -> float:

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from torch import nn
 
-from search import checkpoint, engine, plots
+from search import checkpoint, dashboard, engine, plots
 from search.data import CLASSES, load_split, load_test
 from search.errors import UsageError, UserError
 from search.models import build_model, count_parameters, get_preset
@@ -963,4 +963,11 @@ def _remove_leftovers(parent: Path, name: str, keep: str) -> None:
 def make_report(opts: ReportOptions, progress: RetrainProgress | None = None) -> tuple[Path, dict]:
     """Compute and write the report; returns (its folder, the numbers)."""
     results, best = compute(opts, progress)
-    return write(results, best, out_dir(opts)), results
+    folder = write(results, best, out_dir(opts))
+    # The dashboard's copy: the summary table as the study's note, the figures as its artifacts.
+    figures = [folder / name for name in FIGURES.values() if (folder / name).is_file()]
+    warning = dashboard.report_written(opts.storage, results, figures)
+    if warning:  # the report on disk is whole; only the dashboard lacks it (told even --quiet)
+        results["notes"].append(warning)
+        (progress or RetrainProgress(quiet=True)).note(warning)
+    return folder, results

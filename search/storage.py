@@ -66,7 +66,7 @@ def mask_password(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def _sqlite_path(url: str) -> Path:
+def sqlite_path(url: str) -> Path:
     path = url[len("sqlite:///") :]
     if not path or path == ":memory:":
         raise UserError(f"storage {url} names no file: use sqlite:///studies.db", exit_code=2)
@@ -74,7 +74,7 @@ def _sqlite_path(url: str) -> Path:
 
 
 def _prepare_sqlite(url: str, create: bool) -> None:
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if not create and not path.exists():
         raise UserError(
             f"storage {url}: {path} does not exist yet; `fmnist-search run` creates it, "

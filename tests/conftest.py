@@ -43,8 +43,9 @@ def postgres():
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "journal"])
-def any_storage(request, tmp_path):
-    """Every storage kind, through one fixture."""
+def any_storage(request, tmp_path, monkeypatch):
+    """Every storage kind, through one fixture (artifacts kept in the test's folder)."""
+    monkeypatch.setenv("FMNIST_SEARCH_ARTIFACTS", str(tmp_path / "artifacts"))
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/studies.db"
     if request.param == "journal":
