@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -100,6 +101,23 @@ def _prepare_sqlite(url: str, create: bool) -> None:
         raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
 
 
+def _rdb_storage(url: str, engine_kwargs: dict, hb: dict) -> RDBStorage:
+    # Workers started together on a new, empty database race to create Optuna's tables; the
+    # losers see "table already exists" or a unique-constraint error on the schema version.
+    # The winner has made the tables by then, so opening again succeeds.
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        except sqlalchemy.exc.DatabaseError as exc:
+            lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(
+                exc
+            )
+            if not lost_race or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def get_storage(
     url: str | None = None, heartbeat: bool = False, create: bool = True
 ) -> BaseStorage:
@@ -150,7 +168,7 @@ def get_storage(
             "connect_args": {"connect_timeout": 10},
         }
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+        return _rdb_storage(url, engine_kwargs, hb)
     except Exception as exc:
         reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
         raise UserError(f"cannot open storage {shown}: {reason}") from None

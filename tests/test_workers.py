@@ -172,3 +172,31 @@ def postgres_password_hidden(text: str) -> bool:
     from tests.pg import PASSWORD
 
     return PASSWORD not in text
+
+
+def _open_storage(url: str, results) -> None:
+    try:
+        get_storage(url, heartbeat=True)
+        results.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts on it
+        results.put(repr(exc))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_opening_a_new_database_together_all_succeed(kind, tmp_path, request):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for i in range(3):
+        url = (
+            f"sqlite:///{tmp_path}/race{i}.db"
+            if kind == "sqlite"
+            else request.getfixturevalue("postgres").new_database()
+        )
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_open_storage, args=(url, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        assert [results.get() for _ in procs] == ["ok"] * 3
