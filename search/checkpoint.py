@@ -94,12 +94,15 @@ def save(
 def _reason(exc: Exception) -> str:
     """torch.load's errors run to a page; say in a few words what is wrong with the file."""
     text = str(exc).strip()
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    # "Unsupported global: GLOBAL x.Y", or for blocked modules (os, posix, ...)
+    # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
     if found:
         return f"it holds a pickled {found[1]}, which loading with weights_only=True refuses"
     if isinstance(exc, EOFError) or not text:
         return "the file is empty or cut short"
-    if "Weights only load failed" in text:
+    # A text file fails to unpickle as one of those, or as a KeyError (e.g. "hello": '101').
+    if "Weights only load failed" in text or isinstance(exc, KeyError):
         return "it is not a PyTorch file"
     return f"corrupt or cut short: {text.splitlines()[0].split('. ')[0][:160]}"
 

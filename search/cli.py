@@ -42,6 +42,9 @@ DataDirOpt = Annotated[
     str | None,
     typer.Option("--data-dir", envvar="FMNIST_DATA_DIR", help="Folder with the four IDX files."),
 ]
+# Seeds feed scikit-learn's split and NumPy's generators, which take 0 <= seed < 2**32; a study
+# adds its trial count and worker offsets to its seed, so it stays below 2**31.
+SEED_MAX = 2**31 - 1
 TrainLimitOpt = Annotated[
     int | None,
     typer.Option("--train-limit", min=10, help="Train on a stratified subset of this many images."),
@@ -101,7 +104,9 @@ def run(
     epochs: Annotated[int, typer.Option(min=1, help="Epoch budget per trial.")] = 15,
     sampler: Annotated[str, typer.Option(help="tpe, random, cmaes, gp or qmc.")] = "tpe",
     pruner: Annotated[str, typer.Option(help="hyperband, sha, median or none.")] = "hyperband",
-    seed: Annotated[int, typer.Option(help="Study seed: split, sampler and trial seeds.")] = 42,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="Study seed: split, sampler and trial seeds.")
+    ] = 42,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     train_limit: TrainLimitOpt = None,
     warm_start: Annotated[
@@ -114,6 +119,7 @@ def run(
 ) -> None:
     """Run (or resume) a study until it holds --trials finished trials."""
     from search.engine import RunOptions
+    from search.storage import mask_password
     from search.workers import run_jobs
 
     _sigterm_as_interrupt()
@@ -131,7 +137,8 @@ def run(
         train_limit=train_limit,
         warm_start=warm_start,
         data_dir=data_dir,
-        command=shlex.join(["fmnist-search", *sys.argv[1:]]),
+        # Stored with the study and shown in its dashboard note: never a storage password.
+        command=mask_password(shlex.join(["fmnist-search", *sys.argv[1:]])),
     )
     summary = run_jobs(opts, jobs)
     _print_summary(summary)
@@ -149,9 +156,10 @@ def _print_summary(s: Any) -> None:
     )
     if s.best:
         b = s.best
+        n_params = "-" if b["n_params"] is None else f"{b['n_params']:,}"  # trials not ours
         out.print(
-            f"best: trial {b['number']} val loss {b['val_loss']:.4f} "
-            f"val accuracy {b['val_accuracy']:.4f} ({b['n_params']:,} params)",
+            f"best: trial {b['number']} val loss {_fmt(b['val_loss'])} "
+            f"val accuracy {_fmt(b['val_accuracy'])} ({n_params} params)",
             highlight=False,
         )
 
@@ -179,7 +187,7 @@ def train_cmd(
     optimizer: Annotated[str, typer.Option(help="sgd, momentum, nesterov or adamw.")] = "sgd",
     lr: Annotated[float, typer.Option(min=1e-9)] = 0.05,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    seed: int = 42,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 42,
     device: Annotated[Device, typer.Option()] = Device.auto,
     train_limit: TrainLimitOpt = None,
     data_dir: DataDirOpt = None,
@@ -187,7 +195,14 @@ def train_cmd(
     """Train one preset on the split (the seed's recipe by default) and print every epoch."""
     from search.data import load_split
     from search.models import get_preset
-    from search.training import DeviceData, RunConfig, TrainConfig, resolve_device, train
+    from search.training import (
+        DeviceData,
+        Diverged,
+        RunConfig,
+        TrainConfig,
+        resolve_device,
+        train,
+    )
 
     cfg = RunConfig(
         get_preset(preset),
@@ -206,7 +221,12 @@ def train_cmd(
             highlight=False,
         )
 
-    result = train(cfg, data, seed=seed, on_epoch=show)
+    try:
+        result = train(cfg, data, seed=seed, on_epoch=show)
+    except Diverged as exc:
+        raise UserError(
+            f"{preset} diverged ({exc}); lower --lr or pick another --optimizer"
+        ) from None
     out.print(
         f"{preset}: {result.n_params:,} params, val accuracy {result.val.accuracy:.4f} "
         f"in {result.seconds:.0f}s on {result.device}",
@@ -301,10 +321,12 @@ def best(
     if as_json:
         out.print_json(json.dumps(d))
         return
+    # A study made with Optuna directly (not `run`) lacks our attributes: "-" for those.
+    n_params = "-" if d["n_params"] is None else f"{d['n_params']:,}"
     out.print(
-        f"trial {d['number']}: val loss {d['val_loss']:.4f}, val accuracy "
-        f"{d['val_accuracy']:.4f}, {d['n_params']:,} params, {d['epochs_run']} epochs in "
-        f"{d['seconds']:.0f}s on {d['device']}",
+        f"trial {d['number']}: val loss {_fmt(d['val_loss'])}, val accuracy "
+        f"{_fmt(d['val_accuracy'])}, {n_params} params, {_fmt(d['epochs_run'])} epochs in "
+        f"{_fmt(d['seconds'], 0)}s on {_fmt(d['device'])}",
         highlight=False,
     )
     for k, v in d["params"].items():

@@ -64,6 +64,7 @@ def report(
 ) -> None:
     """Re-train a study's best trials from scratch, score them on the test set, write a report."""
     from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
+    from search.storage import mask_password
 
     opts = ReportOptions(
         study=study,
@@ -75,7 +76,8 @@ def report(
         train_limit=train_limit,
         device=device.value,
         data_dir=data_dir,
-        command=shlex.join(["fmnist-search", *sys.argv[1:]]),
+        # Shown in the report and the study's note: never a storage password.
+        command=mask_password(shlex.join(["fmnist-search", *sys.argv[1:]])),
     )
     folder, r = make_report(opts, RetrainProgress(quiet=quiet))
     if quiet:  # --quiet drops the progress lines, not what the user must know

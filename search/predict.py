@@ -49,6 +49,9 @@ def open_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns above its own limit and raises above twice that; both are refused.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Its other warnings (corrupt EXIF, ...) would print two lines of source location
+            # to the user; the picture is decoded or refused with a clear message either way.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as img:
                 w, h = img.size  # known from the header, before any pixel is decoded
                 if w * h > MAX_PIXELS:

@@ -963,7 +963,13 @@ def _remove_leftovers(parent: Path, name: str, keep: str) -> None:
 def make_report(opts: ReportOptions, progress: RetrainProgress | None = None) -> tuple[Path, dict]:
     """Compute and write the report; returns (its folder, the numbers)."""
     results, best = compute(opts, progress)
-    folder = write(results, best, out_dir(opts))
+    try:
+        folder = write(results, best, out_dir(opts))
+    except OSError as exc:  # a full disk, a read-only folder: `write` has removed its new files
+        raise UserError(
+            f"cannot write the report to {out_dir(opts)} ({exc.strerror or exc}); any previous "
+            "report there is unchanged: free some space or choose another --out"
+        ) from None
     # The dashboard's copy: the summary table as the study's note, the figures as its artifacts.
     figures = [folder / name for name in FIGURES.values() if (folder / name).is_file()]
     warning = dashboard.report_written(opts.storage, results, figures)

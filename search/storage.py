@@ -18,6 +18,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
 
 from search.errors import UserError
 
@@ -64,7 +65,7 @@ def storage_url(url: str | None = None) -> str:
 
 def mask_password(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)  # also postgresql://:PASSWORD@
 
 
 def sqlite_path(url: str) -> Path:
@@ -129,17 +130,28 @@ def get_storage(
     """
     url = storage_url(url)
     shown = mask_password(url)
-    scheme = urlsplit(url).scheme.split("+")[0]
-    if scheme not in SCHEMES or "://" not in url:
-        raise UserError(
-            f"storage {shown!r} is not a supported URL: use sqlite:///PATH, "
-            "postgresql://USER:PASSWORD@HOST/DB or journal:///PATH",
-            exit_code=2,
-        )
+    usage = "use sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or journal:///PATH"
+    try:
+        scheme = urlsplit(url).scheme.split("+")[0]
+        if scheme == "postgresql":
+            make_url(url)  # a bad port or bracket fails here, not in a driver
+    except (ValueError, sqlalchemy.exc.ArgumentError) as exc:
+        reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else "unparsable"
+        raise UserError(f"storage {shown!r} is not a valid URL ({reason}): {usage}", 2) from None
+    # sqlite://x.db (two slashes) names no path: refuse it before a stray file gets made.
+    if (
+        scheme not in SCHEMES
+        or "://" not in url
+        or (scheme != "postgresql" and not url.startswith(f"{scheme}:///"))
+    ):
+        raise UserError(f"storage {shown!r} is not a supported URL: {usage}", exit_code=2)
     if scheme == "journal":
         path = Path(url[len("journal:///") :])
         if not path.parent.exists():
-            raise UserError(f"storage {url}: directory {path.parent} does not exist")
+            raise UserError(
+                f"storage {url}: directory {path.parent} does not exist; create it or pick "
+                "another path"
+            )
         if not create and not path.exists():
             raise UserError(
                 f"storage {url}: {path} does not exist yet; `fmnist-search run` creates it"
@@ -171,4 +183,6 @@ def get_storage(
         return _rdb_storage(url, engine_kwargs, hb)
     except Exception as exc:
         reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
-        raise UserError(f"cannot open storage {shown}: {reason}") from None
+        raise UserError(
+            f"cannot open storage {shown}: {reason}; check the URL, the server and the password"
+        ) from None
