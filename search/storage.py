@@ -11,12 +11,16 @@ import os
 import re
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._rdb.models import TrialModel
+from optuna.trial import TrialState
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
@@ -102,13 +106,35 @@ def _prepare_sqlite(url: str, create: bool) -> None:
         raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
 
 
+class SQLiteStorage(RDBStorage):
+    """RDBStorage whose claim of a waiting (enqueued or retried) trial is atomic on SQLite.
+
+    Optuna claims a WAITING trial by reading it ``FOR UPDATE`` and then writing RUNNING; SQLite
+    ignores ``FOR UPDATE`` and its Python driver reads outside a transaction, so two workers could
+    both claim one trial and train it twice (the slower one then fails with "Cannot tell a
+    COMPLETE trial"). Here the claim is one conditional UPDATE: exactly one worker wins.
+    """
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        claim = (
+            sqlalchemy.update(TrialModel)
+            .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(claim).rowcount == 1
+
+
 def _rdb_storage(url: str, engine_kwargs: dict, hb: dict) -> RDBStorage:
     # Workers started together on a new, empty database race to create Optuna's tables; the
     # losers see "table already exists" or a unique-constraint error on the schema version.
     # The winner has made the tables by then, so opening again succeeds.
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+            cls = SQLiteStorage if url.startswith("sqlite") else RDBStorage
+            return cls(url, engine_kwargs=engine_kwargs, **hb)
         except sqlalchemy.exc.DatabaseError as exc:
             lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(
                 exc

@@ -43,6 +43,35 @@ def test_every_storage_kind_runs_a_study(any_storage):
     assert finished(trials_of(any_storage)) == 2
 
 
+def _claim_trials(url: str, n: int, queue) -> None:
+    study = optuna.load_study(study_name="race", storage=get_storage(url))
+    queue.put([study.ask().suggest_int("i", 0, 1000) for _ in range(n)])
+
+
+def test_concurrent_workers_never_claim_one_enqueued_trial_twice(any_storage):
+    """4 processes pop 40 enqueued trials at once: each one is claimed by exactly one of them.
+
+    (Optuna's claim relies on SELECT ... FOR UPDATE, which SQLite ignores; without the atomic
+    claim in ``search.storage`` this gave ~15 duplicates per run.)
+    """
+    import multiprocessing
+
+    study = optuna.create_study(study_name="race", storage=get_storage(any_storage))
+    for i in range(40):
+        study.enqueue_trial({"i": i})
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_trials, args=(any_storage, 10, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [i for _ in procs for i in queue.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(claimed) == list(range(40))
+    assert states(trials_of(any_storage, "race")) == {TrialState.RUNNING: 40}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_four_workers_complete_an_exact_trial_count(kind, tmp_path, request):
