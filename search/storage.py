@@ -20,8 +20,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._rdb.models import TrialModel
-from optuna.trial import TrialState
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from search.errors import UserError
