@@ -58,6 +58,24 @@ class Device(StrEnum):
     mps = "mps"
 
 
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="Training arithmetic: bf16 autocast (+ channels_last for CNNs) or fp32. "
+        "auto = bf16 where the GPU/CPU computes it natively."
+    ),
+]
+CompileOpt = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="Wrap models in torch.compile (GPU).")
+]
+
+
 def cli_errors(fn):
     """Turn a UserError into a one-line message and an exit code; no traceback unless --debug."""
 
@@ -114,8 +132,13 @@ def run(
     ] = True,
     data_dir: DataDirOpt = None,
     jobs: Annotated[
-        int, typer.Option(min=1, help="Local worker processes on this study (cores are split).")
+        int,
+        typer.Option(
+            min=1, help="Local worker processes on this study (CPU cores split; GPU shared)."
+        ),
     ] = 1,
+    precision: PrecisionOpt = Precision.auto,
+    compile_model: CompileOpt = False,
 ) -> None:
     """Run (or resume) a study until it holds --trials finished trials."""
     from search.engine import RunOptions
@@ -134,6 +157,8 @@ def run(
         pruner=pruner,
         seed=seed,
         device=device.value,
+        precision=precision.value,
+        compile=compile_model,
         train_limit=train_limit,
         warm_start=warm_start,
         data_dir=data_dir,
@@ -191,6 +216,8 @@ def train_cmd(
     device: Annotated[Device, typer.Option()] = Device.auto,
     train_limit: TrainLimitOpt = None,
     data_dir: DataDirOpt = None,
+    precision: PrecisionOpt = Precision.auto,
+    compile_model: CompileOpt = False,
 ) -> None:
     """Train one preset on the split (the seed's recipe by default) and print every epoch."""
     from search.data import load_split
@@ -210,7 +237,8 @@ def train_cmd(
     )
     cfg.train.validate()
     dev = resolve_device(device.value)
-    data = DeviceData(load_split(data_dir, seed=seed, train_limit=train_limit), dev)
+    split = load_split(data_dir, seed=seed, train_limit=train_limit)
+    data = DeviceData(split, dev, precision.value, compile_model)
     out.print(f"{preset}: {cfg.train}", highlight=False)
 
     def show(epoch: int, m: dict[str, float], val: Any) -> None:
@@ -229,7 +257,7 @@ def train_cmd(
         ) from None
     out.print(
         f"{preset}: {result.n_params:,} params, val accuracy {result.val.accuracy:.4f} "
-        f"in {result.seconds:.0f}s on {result.device}",
+        f"in {result.seconds:.0f}s on {result.device} ({result.precision})",
         highlight=False,
     )
 

@@ -17,6 +17,8 @@ from rich.table import Table
 from search.cli import (
     DataDirOpt,
     Device,
+    Precision,
+    PrecisionOpt,
     StorageOpt,
     TrainLimitOpt,
     app,
@@ -57,6 +59,7 @@ def report(
     ] = None,
     train_limit: TrainLimitOpt = None,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     data_dir: DataDirOpt = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="No progress lines (notes still print).")
@@ -75,6 +78,7 @@ def report(
         out=out_dir,
         train_limit=train_limit,
         device=device.value,
+        precision=precision.value,
         data_dir=data_dir,
         # Shown in the report and the study's note: never a storage password.
         command=mask_password(shlex.join(["fmnist-search", *sys.argv[1:]])),

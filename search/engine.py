@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import threading
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search import dashboard, registry
@@ -44,6 +46,8 @@ class RunOptions:
     pruner: str = "hyperband"
     seed: int = 42  # seeds the split, the sampler, and (with the trial number) each trial
     device: str = "auto"
+    precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"
+    compile: bool = False  # torch.compile each trial's model
     train_limit: int | None = None  # stratified subset of the 50k training split
     warm_start: bool = True  # enqueue the space's WARM_START configs in a new study
     data_dir: str | None = None
@@ -189,6 +193,7 @@ def make_objective(
         )
         if sum(t.number < trial.number for t in ahead) >= opts.trials:
             raise _Surplus("the study already holds its trial count")
+        _free_device_memory(data.device)  # the previous trial's model is gone by now
         try:
             cfg: RunConfig = space_module.space(trial)
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
@@ -200,6 +205,7 @@ def make_objective(
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_params", n_params)
         trial.set_user_attr("device", str(data.device))
+        trial.set_user_attr("precision", data.precision_for(cfg.model))
         trial.set_user_attr("normalization", {"mean": data.mean, "std": data.std})
         trial.set_user_attr("versions", versions())
         history: list[dict[str, float]] = []
@@ -227,6 +233,8 @@ def make_objective(
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None
+        finally:
+            _free_device_memory(data.device)
         dashboard.trial_completed(study, trial, result, opts)
         return result.val.loss
 
@@ -244,6 +252,13 @@ def make_objective(
             raise
 
     return guarded
+
+
+def _free_device_memory(device: torch.device) -> None:
+    """Give a finished trial's GPU memory back, so workers sharing the GPU can use it."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _quiet_heartbeat_errors(progress: Progress) -> None:
@@ -280,7 +295,7 @@ def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
     url = storage_url(opts.storage)
     # Data first: a missing data set must not leave an empty study behind.
     split = load_split(opts.data_dir, seed=opts.seed, train_limit=opts.train_limit)
-    data = DeviceData(split, device)
+    data = DeviceData(split, device, opts.precision, opts.compile)
     progress = progress or Progress(quiet=True)
     _quiet_heartbeat_errors(progress)
     start = time.monotonic()

@@ -91,6 +91,7 @@ class ReportOptions:
     out: str | Path | None = None  # None = reports/STUDY
     train_limit: int | None = None  # stratified subset of the 50k training images (quick runs)
     device: str = "auto"
+    precision: str = "auto"  # training arithmetic; the test set is always scored in float32
     data_dir: str | None = None
     command: str = ""  # the command line, recorded in the report
 
@@ -238,7 +239,7 @@ def compute(
     device = resolve_device(opts.device)
     study_seed = int(study.user_attrs.get("seed", 42))
     split = load_split(opts.data_dir, seed=study_seed, train_limit=opts.train_limit)
-    data = DeviceData(split, device)
+    data = DeviceData(split, device, opts.precision)
     models, trained = _retrain(top, opts, data, study_seed, progress, notes)
 
     # Only now, with every model trained, is the test split read.
@@ -303,6 +304,7 @@ def compute(
             "val_images": len(data.val_x),
             "test_images": len(test_y),
             "device": str(device),
+            "precision": opts.precision,
             "normalization": {"mean": data.mean, "std": data.std},
             "data": split.source,
         },
@@ -384,12 +386,14 @@ def _retrain(
                 continue
             run = {
                 "seed": seed,
+                "precision": result.precision,
                 "seconds": result.seconds,
                 "history": result.history,
                 # Clean accuracy on the training images (eval mode, no augmentation), as the seed
                 # measured it; the history's train figures are running means under augmentation.
                 "train": _eval_numbers(evaluate(result.model, data.train_x, data.train_y)),
-                "val": _eval_numbers(result.val),
+                # Scored again in float32, like the test set, whatever the training precision.
+                "val": _eval_numbers(evaluate(result.model, data.val_x, data.val_y)),
             }
             entry["runs"].append(run)
             trained.append((entry, run, result.model))

@@ -3,6 +3,12 @@
 The split lives as normalised float tensors on the device ([N, 1, 28, 28]); every epoch draws a
 fresh permutation with ``randperm`` and slices batches from it, augmenting a batch at a time.
 Evaluation is a pure ``no_grad`` function that returns numbers.
+
+Speed: where the hardware computes bfloat16 natively (CUDA GPUs, CPUs with AVX512-BF16 or AMX),
+the default precision ``auto`` trains CNNs (and, on a GPU, every model) under bf16 autocast in
+``channels_last`` layout; weights and the optimizer stay float32. Small MLPs on a CPU stay in
+float32, where autocast's casts cost more than they save. ``compile=True`` wraps the model in
+``torch.compile``. ``benchmarks/throughput.py`` measures what each of these buys.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from search.errors import InvalidConfig, UserError
 from search.models import ModelConfig, build_model, config_from_dict, count_parameters
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("none", "cosine")
 
 
@@ -92,6 +99,7 @@ class TrainResult:
     seconds: float
     device: str
     model: nn.Module
+    precision: str  # "fp32" or "bf16", as trained
 
 
 class Diverged(Exception):
@@ -125,11 +133,68 @@ def versions() -> dict[str, str]:
     }
 
 
-class DeviceData:
-    """The split as normalised float tensors on one device, built once per process."""
+def _cpuinfo(field: str) -> str:
+    """A field of /proc/cpuinfo's first processor ("" where there is none, e.g. off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.split(":")[0].strip() == field), "")
+    except OSError:
+        return ""
+    return line.split(":", 1)[1].strip() if ":" in line else ""
 
-    def __init__(self, split: Split, device: torch.device) -> None:
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX); Linux only."""
+    flags = _cpuinfo("flags").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name and core count, for benchmark records."""
+    import os
+
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def resolve_precision(name: str, device: torch.device, kind: str = "cnn") -> str:
+    """``auto`` -> ``bf16`` where the device computes it natively and it pays for a model of
+    this ``kind`` (measured in benchmarks/throughput.py), else ``fp32``."""
+    if name not in PRECISIONS:
+        raise UserError(f"unknown precision {name!r}: use {', '.join(PRECISIONS)}", exit_code=2)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        native = cpu_has_native_bf16()
+    else:
+        native = False
+    if name == "bf16" and device.type not in ("cpu", "cuda"):
+        raise UserError(f"--precision bf16 is not supported on {device.type}: use fp32")
+    if name == "bf16" and device.type == "cuda" and not native:
+        raise UserError("this GPU has no bf16 support: use --precision fp32")
+    if name == "auto":
+        return "bf16" if native and (device.type == "cuda" or kind == "cnn") else "fp32"
+    return name
+
+
+class DeviceData:
+    """The split as normalised float tensors on one device, built once per process, and how
+    to compute on that device (``precision``: auto, fp32 or bf16; ``compile``)."""
+
+    def __init__(
+        self,
+        split: Split,
+        device: torch.device,
+        precision: str = "auto",
+        compile: bool = False,
+    ) -> None:
         self.device = device
+        resolve_precision(precision, device)  # a bad name or an unsupported device fails here
+        self.precision = precision
+        self.compile = compile
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
         train = split.train_x.float().div_(255)
         # Normalisation from the training part only; saved with every checkpoint.
         self.mean, self.std = float(train.mean()), float(train.std())
@@ -137,6 +202,9 @@ class DeviceData:
         self.train_y = split.train_y.to(device)
         self.val_x = self._norm(split.val_x).to(device)
         self.val_y = split.val_y.to(device)
+
+    def precision_for(self, config: ModelConfig) -> str:
+        return resolve_precision(self.precision, self.device, config.kind)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return normalize(x, self.mean, self.std)
@@ -147,14 +215,29 @@ def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return ((x.float() / 255 - mean) / std).unsqueeze(1)
 
 
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> EvalResult:
-    """Mean cross-entropy, accuracy and confusion matrix of ``model`` on (x, y)."""
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 2048,
+    precision: str = "fp32",
+) -> EvalResult:
+    """Mean cross-entropy, accuracy and confusion matrix of ``model`` on (x, y).
+
+    ``precision="bf16"`` runs the forward pass under bf16 autocast (used between training
+    epochs); reports and ``evaluate`` score the test set in float32.
+    """
     was_training = model.training
     model.eval()
     loss_sum, preds = 0.0, []
     for i in range(0, len(x), batch):
-        logits = model(x[i : i + batch]).float()
+        with _autocast(x.device, precision):
+            logits = model(x[i : i + batch]).float()
         loss_sum += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
         preds.append(logits.argmax(1))
     model.train(was_training)
@@ -210,6 +293,12 @@ def train(
     device = data.device
     torch.manual_seed(seed)
     model = build_model(config.model).to(device)
+    precision = data.precision_for(config.model)
+    # channels_last pays off together with bf16 (measured: up to 2.9x on CPU for CNNs).
+    channels_last = precision == "bf16" and config.model.kind == "cnn"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if data.compile else model
     opt = _optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = len(data.train_x)
@@ -235,9 +324,12 @@ def train(
             if len(idx) < 2 and i > 0:  # a batch of one breaks batch norm; drop it
                 continue
             xb = _augment(data.train_x[idx], cfg, gen)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yb = data.train_y[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            with _autocast(device, precision):
+                logits = step_model(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -248,7 +340,7 @@ def train(
         train_loss = float(loss_sum) / n
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss became {train_loss} in epoch {epoch}")
-        val = evaluate(model, data.val_x, data.val_y)
+        val = evaluate(step_model, data.val_x, data.val_y, precision=precision)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -271,4 +363,5 @@ def train(
         seconds=time.perf_counter() - start,
         device=str(device),
         model=model,
+        precision=precision,
     )

@@ -15,7 +15,7 @@ from search.data import find_data_dir
 from search.errors import UserError
 from search.progress import Progress
 from search.storage import storage_failure, storage_lost, storage_url
-from search.training import resolve_device
+from search.training import resolve_device, resolve_precision
 
 
 def threads_per_worker(jobs: int) -> int:
@@ -54,7 +54,7 @@ def run_jobs(opts: engine.RunOptions, jobs: int, quiet: bool = False) -> engine.
     engine._validate(opts)
     space_module = registry.get_space(opts.space)
     registry.make_sampler(opts.sampler, 0)
-    resolve_device(opts.device)
+    resolve_precision(opts.precision, resolve_device(opts.device))
     find_data_dir(opts.data_dir)
     url = storage_url(opts.storage)
     try:

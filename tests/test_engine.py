@@ -6,12 +6,13 @@ import types
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from search import engine, registry
 from search.engine import RunOptions, run_study
 from search.models import MLPConfig, build_model, count_parameters
-from search.training import RunConfig, TrainConfig
+from search.training import RunConfig, TrainConfig, resolve_precision
 
 
 def opts(storage, **kw) -> RunOptions:
@@ -51,6 +52,7 @@ def test_study_holds_the_trials_with_everything_a_report_needs(tiny_study):
         assert sum(map(sum, confusion)) == 10000  # the whole validation split
         assert sum(confusion[i][i] for i in range(10)) / 10000 == pytest.approx(a["val_accuracy"])
         assert a["seconds"] > 0 and a["device"] == "cpu" and "torch" in a["versions"]
+        assert a["precision"] == resolve_precision("auto", torch.device("cpu"), "cnn")
         if t.state == TrialState.COMPLETE:
             assert t.value == pytest.approx(a["history"][-1]["val_loss"])
 
