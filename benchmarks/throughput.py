@@ -21,21 +21,16 @@ the DataLoader loop and writes benchmarks/results/throughput.csv.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import os
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import RESULTS, torchvision_root, write_csv  # noqa: E402 (puts the repo on sys.path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from search.data import SHA256, find_data_dir, load_split  # noqa: E402
+from search.data import load_split  # noqa: E402
 from search.models import CNNConfig, ConvBlock, build_model, count_parameters, get_preset  # noqa: E402
 from search.training import DeviceData, RunConfig, TrainConfig, cpu_name, train  # noqa: E402
 
@@ -48,21 +43,6 @@ MODELS = {
 }
 BATCH = 128
 LR = 1e-3
-
-
-def torchvision_root(tmp: Path) -> Path:
-    """torchvision's layout (ROOT/FashionMNIST/raw, decompressed) built from the found files."""
-    raw = tmp / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    src = find_data_dir()
-    for stem in SHA256:
-        gz = src / f"{stem}.gz"
-        with (
-            gzip.open(gz) if gz.exists() else open(src / stem, "rb") as f,
-            open(raw / stem, "wb") as out,
-        ):
-            shutil.copyfileobj(f, out)
-    return tmp
 
 
 def dataloader_loop(cfg, root: Path, split, device: torch.device) -> float:
@@ -109,7 +89,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="runs per figure; the best counts")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.csv"))
+    ap.add_argument("--out", default=str(RESULTS / "throughput.csv"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -150,13 +130,7 @@ def main() -> None:
                     f"{row['images_per_s']:>9,.0f} img/s  x{row['speedup_vs_dataloader']:.2f}",
                     flush=True,
                 )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {out}")
+    write_csv(rows, Path(args.out))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ time budget is spent:
 
 - ``fmnist-search``: ``fmnist-search run --space cnn`` with its defaults (TPE, Hyperband over
   epochs, warm start, the tensor-resident trainer with bf16/channels_last where native);
-- ``random, no pruner``: the same trainer and space, ``--sampler random --pruner none
+- ``random-no-pruner``: the same trainer and space, ``--sampler random --pruner none
   --no-warm-start``: every trial trains its full epoch budget;
-- ``Optuna example style``: TPE with the median pruner, as in Optuna's PyTorch example, training
+- ``optuna-example``: TPE with the median pruner, as in Optuna's PyTorch example, training
   with a torchvision ``FashionMNIST`` + ``ToTensor`` + ``DataLoader`` loop in float32 on the same
   space (its augmentation and label smoothing unused, as the example has none).
 
@@ -21,7 +21,7 @@ writes benchmarks/results/time_to_accuracy.csv and .png.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import signal
 import subprocess
 import sys
@@ -30,12 +30,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, torchvision_root, write_csv  # puts the repository on sys.path
 
 CLI = [sys.executable, "-c", "from search.cli import entry; entry()"]
-RESULTS = Path(__file__).parent / "results"
-ARMS = ("fmnist-search", "random, no pruner", "Optuna example style")
+ARMS = ("fmnist-search", "random-no-pruner", "optuna-example")
 EPOCHS = 15  # the run command's default epoch budget, for every arm
 
 
@@ -44,7 +42,7 @@ def arm_command(arm: str, storage: str, args: argparse.Namespace) -> list[str]:
     common = ["--trials", "100000", "--storage", storage, "--study", "bench", *limit]
     if arm == "fmnist-search":
         return [*CLI, "run", "--space", "cnn", *common]
-    if arm == "random, no pruner":
+    if arm == "random-no-pruner":
         return [*CLI, "run", "--space", "cnn", *common, "--sampler", "random", "--pruner", "none",
                 "--no-warm-start"]  # fmt: skip
     return [sys.executable, __file__, "--example-worker", storage, *limit]
@@ -52,29 +50,18 @@ def arm_command(arm: str, storage: str, args: argparse.Namespace) -> list[str]:
 
 def example_worker(storage: str, train_limit: int | None) -> None:
     """The Optuna-example-style study: TPE + MedianPruner, DataLoader training in float32."""
-    import gzip
-    import shutil
-
     import optuna
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from search.data import SHA256, find_data_dir, load_split
+    from search.data import load_split
     from search.models import build_model
     from spaces import cnn
 
     split = load_split(seed=42, train_limit=train_limit)
-    root = Path(tempfile.mkdtemp())
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    src = find_data_dir()
-    for stem in SHA256:
-        gz = src / f"{stem}.gz"
-        with gzip.open(gz) if gz.exists() else open(src / stem, "rb") as f:
-            with open(raw / stem, "wb") as out:
-                shutil.copyfileobj(f, out)
+    root = torchvision_root(Path(tempfile.mkdtemp()))
     ds = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor())
     train_ds = Subset(ds, split.train_idx.tolist())
     val_loader = DataLoader(Subset(ds, split.val_idx.tolist()), batch_size=1000)
@@ -192,16 +179,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=8, help="wall-time budget per arm")
     ap.add_argument("--train-limit", type=int, default=None, help="stratified training subset")
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of the arms")
+    ap.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help="comma-separated subset of the arms; the others keep their last run's points",
+    )
+    ap.add_argument(
+        "--replot", action="store_true", help="redo table and plot from the last run's points"
+    )
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",")]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
     budget = args.minutes * 60
     RESULTS.mkdir(exist_ok=True)
-    curves = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for arm in arms:
-            print(f"running {arm!r} for {args.minutes:g} min ...", flush=True)
-            curves[arm] = run_arm(arm, args, Path(tmp))
+    saved = RESULTS / "time_to_accuracy_points.json"
+    if args.replot:
+        curves = {arm: (list(map(tuple, c["points"])), c["info"]) for arm, c in
+                  json.loads(saved.read_text()).items()}  # fmt: skip
+    else:
+        curves = {}
+        if set(arms) != set(ARMS) and saved.exists():
+            kept = json.loads(saved.read_text())
+            curves = {a: (list(map(tuple, c["points"])), c["info"]) for a, c in kept.items()
+                      if a in ARMS and a not in arms}  # fmt: skip
+            print(f"kept from the last run: {', '.join(curves) or 'nothing'}")
+        with tempfile.TemporaryDirectory() as tmp:
+            for arm in arms:
+                print(f"running {arm!r} for {args.minutes:g} min ...", flush=True)
+                curves[arm] = run_arm(arm, args, Path(tmp))
+                print(f"  {curves[arm][1]}", flush=True)
+                # Every arm's raw points, kept as soon as it ends (--replot reads them).
+                saved.write_text(
+                    json.dumps({a: {"points": p, "info": i} for a, (p, i) in curves.items()})
+                )
     marks = [budget / 4, budget / 2, budget]
     header = f"{'arm':22s} {'started':>7s} {'finished':>8s}" + "".join(
         f"  best@{m / 60:.1f}min" for m in marks
@@ -230,12 +242,9 @@ def main() -> None:
     from search.training import cpu_name
 
     machine = cpu_name()
-    with open(RESULTS / "time_to_accuracy.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["arm", "seconds", "best_val_accuracy", "trial", "epoch"])
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, RESULTS / "time_to_accuracy.csv")
     plot(curves, budget, machine, args)
-    print(f"wrote {RESULTS / 'time_to_accuracy.csv'} and {RESULTS / 'time_to_accuracy.png'}")
+    print(f"wrote {RESULTS / 'time_to_accuracy.png'}")
 
 
 def plot(curves: dict, budget: float, machine: str, args: argparse.Namespace) -> None:

@@ -10,16 +10,15 @@ ratio against one worker and writes benchmarks/results/workers.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import optuna
+from _common import RESULTS, write_csv
 from optuna.trial import TrialState
 
 CLI = [sys.executable, "-c", "from search.cli import entry; entry()"]
@@ -92,13 +91,7 @@ def main() -> None:
             f"{r['trials_per_hour']:>9} {r['epochs_per_hour']:>9} "
             f"{r['speedup_vs_first']:>8}x {r['best_val_accuracy']!s:>9}"
         )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    with open(out / "workers.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {out / 'workers.csv'}")
+    write_csv(rows, RESULTS / "workers.csv")
 
 
 if __name__ == "__main__":
