@@ -263,14 +263,14 @@ def plot(curves: dict, budget: float, machine: str, args: argparse.Namespace) ->
                 ys.append(best)
         xs.append(budget / 60)
         ys.append(best)
-        ax.step(xs, ys, where="post", label=arm, linewidth=2)
+        ax.step(xs, ys, where="post", label=f"{arm} (best {best:.4f})", linewidth=2)
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("best validation accuracy so far")
     subset = f", {args.train_limit} training images" if args.train_limit else ""
     ax.set_title(f"Time to accuracy, cnn space ({machine}{subset})")
     ax.set_xlim(0, budget / 60)
     lows = [p[1] for pts, _ in curves.values() for p in pts]
-    if lows:
+    if lows:  # an arm stuck below 0.5 is drawn on the bottom edge; its label gives its value
         ax.set_ylim(max(0.5, min(lows) - 0.01), max(lows) + 0.005)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
