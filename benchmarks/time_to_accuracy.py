@@ -58,6 +58,7 @@ def example_worker(storage: str, train_limit: int | None) -> None:
 
     from search.data import load_split
     from search.models import build_model
+    from search.training import make_optimizer
     from spaces import cnn
 
     split = load_split(seed=42, train_limit=train_limit)
@@ -70,16 +71,7 @@ def example_worker(storage: str, train_limit: int | None) -> None:
         cfg = cnn.space(trial)
         model = build_model(cfg.model)
         t = cfg.train
-        if t.optimizer == "adamw":
-            opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        else:
-            opt = torch.optim.SGD(
-                model.parameters(),
-                lr=t.lr,
-                momentum=0.0 if t.optimizer == "sgd" else 0.9,
-                nesterov=t.optimizer == "nesterov",
-                weight_decay=t.weight_decay,
-            )
+        opt = make_optimizer(model, t)  # the same optimizers as the trainer's
         loader = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True)
         history, start = [], time.perf_counter()
         for epoch in range(1, EPOCHS + 1):

@@ -233,8 +233,6 @@ def make_objective(
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None
-        finally:
-            _free_device_memory(data.device)
         dashboard.trial_completed(study, trial, result, opts)
         return result.val.loss
 

@@ -13,7 +13,9 @@ float32, where autocast's casts cost more than they save. ``compile=True`` wraps
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -143,6 +145,7 @@ def _cpuinfo(field: str) -> str:
     return line.split(":", 1)[1].strip() if ":" in line else ""
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX); Linux only."""
     flags = _cpuinfo("flags").split()
@@ -151,15 +154,13 @@ def cpu_has_native_bf16() -> bool:
 
 def cpu_name() -> str:
     """The CPU's model name and core count, for benchmark records."""
-    import os
-
     name = _cpuinfo("model name") or platform.processor() or platform.machine()
     return f"{name}, {os.cpu_count()} cores"
 
 
 def resolve_precision(name: str, device: torch.device, kind: str = "cnn") -> str:
     """``auto`` -> ``bf16`` where the device computes it natively and it pays for a model of
-    this ``kind`` (measured in benchmarks/throughput.py), else ``fp32``."""
+    this ``kind`` (benchmarks/step_knobs.py and throughput.py), else ``fp32``."""
     if name not in PRECISIONS:
         raise UserError(f"unknown precision {name!r}: use {', '.join(PRECISIONS)}", exit_code=2)
     if device.type == "cuda":
@@ -251,7 +252,7 @@ def evaluate(
     )
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -299,7 +300,7 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if data.compile else model
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
