@@ -166,9 +166,11 @@ def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
     return study, True
 
 
-def enqueue_warm_start(study: optuna.Study, space_module: Any) -> list[str]:
+def enqueue_warm_start(study: optuna.Study, space_module: Any, limit: int) -> list[str]:
+    """Enqueue the space's WARM_START configs (at most ``limit``, the study's trial count, so
+    that a short study leaves no trial waiting)."""
     names = []
-    for name, cfg in getattr(space_module, "WARM_START", {}).items():
+    for name, cfg in list(getattr(space_module, "WARM_START", {}).items())[:limit]:
         study.enqueue_trial(
             space_module.to_params(cfg), user_attrs={"warm_start": name}, skip_if_exists=True
         )
@@ -225,7 +227,13 @@ def make_objective(
             record(val.accuracy, val.per_class_accuracy, val.confusion)
             progress.epoch_done(trial.number, epoch, opts.epochs, metrics)
             if trial.should_prune():
-                trial.set_user_attr("pruned_reason", f"pruned by {opts.pruner} after epoch {epoch}")
+                reason = f"pruned by {opts.pruner} after epoch {epoch}"
+                if opts.pruner != "none" and registry.at_chance(metrics["val_loss"], epoch):
+                    reason = (
+                        f"not learning: validation loss {metrics['val_loss']:.4f} after epoch "
+                        f"{epoch} is a uniform guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
+                    )
+                trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         try:
@@ -301,7 +309,7 @@ def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
     try:
         study, created = open_study(opts.space, opts)
         if opts.warm_start and created:
-            enqueue_warm_start(study, space_module)
+            enqueue_warm_start(study, space_module, opts.trials)
         progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
         try:
             _trial_loop(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import traceback
 from collections.abc import Callable
@@ -27,15 +28,48 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 
 # --- pruners: name -> factory(max_epochs) ---------------------------------------------------
 
+CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over the 10 classes
+CHANCE_EPOCHS = 2
+CHANCE_TOLERANCE = 0.01
+
+
+def at_chance(val_loss: float, epoch: int) -> bool:
+    """A trial whose validation loss is still a uniform guess's after CHANCE_EPOCHS epochs has
+    not started to learn (a dead configuration, e.g. a learning rate far too high or low)."""
+    return epoch >= CHANCE_EPOCHS and val_loss >= CHANCE_LOSS - CHANCE_TOLERANCE
+
+
+class _StopAtChance:
+    """Mixin for a pruner: also prune trials that are :func:`at_chance`, without waiting for
+    a rung or for other trials to compare with (one such trial trained 9 epochs for nothing)."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is not None and at_chance(trial.intermediate_values[step], step):
+            return True
+        return super().prune(study, trial)  # type: ignore[misc]
+
+
+# Subclasses, so that samplers still recognise Hyperband and sample within its brackets.
+class HyperbandPruner(_StopAtChance, optuna.pruners.HyperbandPruner):
+    pass
+
+
+class SuccessiveHalvingPruner(_StopAtChance, optuna.pruners.SuccessiveHalvingPruner):
+    pass
+
+
+class MedianPruner(_StopAtChance, optuna.pruners.MedianPruner):
+    pass
+
+
 PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     # Hyperband over epochs: brackets of successive halving from 1 epoch up to the budget.
-    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(
+    "hyperband": lambda epochs: HyperbandPruner(
         min_resource=1, max_resource=epochs, reduction_factor=3
     ),
-    "sha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=3
-    ),
-    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    "sha": lambda epochs: SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "median": lambda epochs: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "none": lambda epochs: optuna.pruners.NopPruner(),
 }
 

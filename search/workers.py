@@ -60,7 +60,7 @@ def run_jobs(opts: engine.RunOptions, jobs: int, quiet: bool = False) -> engine.
     try:
         study, created = engine.open_study(opts.space, opts)
         if opts.warm_start and created:
-            engine.enqueue_warm_start(study, space_module)
+            engine.enqueue_warm_start(study, space_module, opts.trials)
     except Exception as exc:
         if storage_failure(exc) is None:
             raise

@@ -100,6 +100,33 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(stora
         assert t.user_attrs["pruned_reason"].startswith("diverged: training loss became nan")
 
 
+def dead_space():
+    # Five sigmoid layers and a tiny learning rate: the output ignores the input for many epochs.
+    def space(trial):
+        trial.suggest_float("lr", 1e-6, 2e-6)
+        cfg = MLPConfig(hidden=(32,) * 5, activation="sigmoid")
+        return RunConfig(cfg, TrainConfig(optimizer="sgd", lr=trial.params["lr"]))
+
+    return types.SimpleNamespace(space=space, to_params=lambda c: {}, KIND="mlp", WARM_START={})
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "median"])
+def test_a_trial_that_does_not_learn_is_pruned_after_two_epochs(storage, monkeypatch, pruner):
+    monkeypatch.setattr(registry, "get_space", lambda name: dead_space())
+    run_study(opts(storage, space="mlp", trials=1, epochs=6, pruner=pruner, warm_start=False))
+    (t,) = load(storage, "mlp").trials
+    assert t.state == TrialState.PRUNED and t.user_attrs["epochs_run"] == 2
+    assert t.user_attrs["pruned_reason"].startswith("not learning: validation loss 2.3")
+    assert t.intermediate_values[2] >= registry.CHANCE_LOSS - registry.CHANCE_TOLERANCE
+
+
+def test_without_a_pruner_a_trial_that_does_not_learn_runs_on(storage, monkeypatch):
+    monkeypatch.setattr(registry, "get_space", lambda name: dead_space())
+    run_study(opts(storage, space="mlp", trials=1, epochs=3, pruner="none", warm_start=False))
+    (t,) = load(storage, "mlp").trials
+    assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 3
+
+
 def test_a_failing_trial_fails_alone(storage, monkeypatch):
     calls = {"n": 0}
     real = registry.get_space("mlp")

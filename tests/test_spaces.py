@@ -98,6 +98,23 @@ def test_every_pruner_is_made(name):
     assert isinstance(make_pruner(name, 5), optuna.pruners.BasePruner)
 
 
+@pytest.mark.parametrize("name", ["hyperband", "sha", "median"])
+def test_pruners_stop_a_trial_at_chance_after_two_epochs_even_alone(name):
+    study = optuna.create_study(pruner=make_pruner(name, 15))
+    dead, alive = study.ask(), study.ask()
+    dead.report(2.31, 1)
+    alive.report(2.31, 1)
+    assert not dead.should_prune()  # one epoch is not enough to judge
+    dead.report(2.31, 2)
+    alive.report(2.20, 2)  # below a uniform guess's ln 10 = 2.3026: it learns, slowly
+    assert dead.should_prune() and not alive.should_prune()
+
+
+def test_hyperband_is_still_recognised_by_the_samplers():
+    # TPE samples within Hyperband's brackets only when the pruner is a HyperbandPruner.
+    assert isinstance(make_pruner("hyperband", 15), optuna.pruners.HyperbandPruner)
+
+
 def test_unknown_sampler_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown sampler 'bogus'"):
         make_sampler("bogus", 0)
