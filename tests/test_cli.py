@@ -172,6 +172,9 @@ def test_interrupt_records_the_trial_and_prints_the_summary(tmp_path, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A job started in the background by a non-interactive shell inherits SIGINT ignored
+        # (then Python installs no KeyboardInterrupt handler); give the child Ctrl-C back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline:
