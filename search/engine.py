@@ -228,7 +228,7 @@ def make_objective(
             progress.epoch_done(trial.number, epoch, opts.epochs, metrics)
             if trial.should_prune():
                 reason = f"pruned by {opts.pruner} after epoch {epoch}"
-                if opts.pruner != "none" and registry.at_chance(metrics["val_loss"], epoch):
+                if registry.at_chance(metrics["val_loss"], epoch):
                     reason = (
                         f"not learning: validation loss {metrics['val_loss']:.4f} after epoch "
                         f"{epoch} is a uniform guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
