@@ -16,21 +16,20 @@ from search.training import SEED_RECIPE, RunConfig, TrainConfig
 from spaces._recipe import recipe_params, suggest_recipe
 
 KIND = "cnn"
-MAX_BLOCKS = 4
 MAX_FC = 3
-MAX_CHANNELS = 128
-# The first block convolves the full 28x28 image, where channels cost the most time and memory
-# (a 96-channel first block made one trial take 10 minutes on 2 cores); it stops at 64.
-MAX_FIRST_CHANNELS = 64
+# Channels may double from block to block as the map halves (32, 64, 128, 128), the usual
+# rule that keeps every block's cost about equal. Without it the search's winners were 14x14
+# blocks of 100+ channels on 5x5 kernels that trained twice as long as a VGG-style CNN of the
+# same validation accuracy (31 s vs 15 s an epoch on 2 cores), and a report re-trains each
+# winner nine times.
+MAX_CHANNELS = (32, 64, 128, 128)
 
 
 def space(trial: optuna.Trial) -> RunConfig:
-    n_blocks = trial.suggest_int("n_blocks", 1, MAX_BLOCKS)
+    n_blocks = trial.suggest_int("n_blocks", 1, len(MAX_CHANNELS))
     blocks = tuple(
         ConvBlock(
-            channels=trial.suggest_int(
-                f"conv{i}_channels", 8, MAX_FIRST_CHANNELS if i == 0 else MAX_CHANNELS, log=True
-            ),
+            channels=trial.suggest_int(f"conv{i}_channels", 8, MAX_CHANNELS[i], log=True),
             kernel=trial.suggest_categorical(f"conv{i}_kernel", (3, 4, 5)),
             pool_kernel=trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4)),
             pool_pad=trial.suggest_categorical(f"pool{i}_pad", (False, True)),

@@ -100,3 +100,46 @@ def test_a_geometry_that_collapses_is_refused():
 def test_unknown_activation_is_refused():
     with pytest.raises(InvalidConfig, match="unknown activation"):
         build_model(MLPConfig(activation="swishy"))
+
+
+def _pool_after_activation(model: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The same layers in the textbook order conv -> activation -> pool."""
+    layers = list(model)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.MaxPool2d) and not isinstance(
+            layers[i + 1], torch.nn.BatchNorm2d | torch.nn.Dropout2d | torch.nn.Flatten
+        ):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "none"])
+def test_max_pool_before_a_monotonic_activation_computes_the_same_model(activation):
+    cfg = CNNConfig(
+        blocks=(ConvBlock(8, 5, pool_kernel=4, pool_pad=True), ConvBlock(12, 3, pool_kernel=3)),
+        pool="max",
+        activation=activation,
+    )
+    model = build_model(cfg)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds.index("MaxPool2d") == 1  # pooled first: the activation sees a 4x smaller map
+    reference = _pool_after_activation(model)
+    assert [type(m).__name__ for m in reference].index("MaxPool2d") == 2
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    outputs, grads = [], []
+    for m in (model, reference):
+        m.zero_grad()
+        out = m(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in m.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_non_monotonic_activations_keep_the_textbook_order(activation):
+    model = build_model(CNNConfig(pool="max", activation=activation))
+    act = {"gelu": "GELU", "silu": "SiLU"}[activation]
+    assert [type(m).__name__ for m in model][:3] == ["Conv2d", act, "MaxPool2d"]

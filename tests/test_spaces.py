@@ -118,3 +118,20 @@ def test_hyperband_is_still_recognised_by_the_samplers():
 def test_unknown_sampler_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown sampler 'bogus'"):
         make_sampler("bogus", 0)
+
+
+def test_cnn_channels_may_at_most_double_from_block_to_block():
+    from spaces.cnn import MAX_CHANNELS
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    space = get_space("cnn")
+    for _ in range(200):
+        trial = study.ask()
+        try:
+            blocks = space.space(trial).model.blocks
+        except InvalidConfig:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        assert all(8 <= b.channels <= MAX_CHANNELS[i] for i, b in enumerate(blocks))
+        study.tell(trial, 0.0)
+    assert MAX_CHANNELS == (32, 64, 128, 128)
