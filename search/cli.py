@@ -99,8 +99,9 @@ def main(
     _state["debug"] = debug
 
 
-def _sigterm_as_interrupt() -> None:
-    # SIGTERM ends a worker the way Ctrl-C does: the running trial is recorded, the summary prints.
+def sigterm_as_interrupt() -> None:
+    # SIGTERM ends a command the way Ctrl-C does: `run` records the running trial and prints the
+    # summary; `report` stops its re-trainings and leaves the previous report as it was.
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -145,7 +146,7 @@ def run(
     from search.storage import mask_password
     from search.workers import run_jobs
 
-    _sigterm_as_interrupt()
+    sigterm_as_interrupt()
     opts = RunOptions(
         space=space,
         trials=trials,

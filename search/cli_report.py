@@ -25,6 +25,7 @@ from search.cli import (
     cli_errors,
     err,
     out,
+    sigterm_as_interrupt,
 )
 
 ModelOpt = Annotated[
@@ -61,12 +62,22 @@ def report(
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     data_dir: DataDirOpt = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Re-trainings at once, each in its own process with an equal share of the "
+            "cores. Default: 2 on a CPU with 2+ cores, 1 on a GPU.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="No progress lines (notes still print).")
     ] = False,
 ) -> None:
     """Re-train a study's best trials from scratch, score them on the test set, write a report."""
     from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
+    from search.report import out_dir as report_out
     from search.storage import mask_password
 
     opts = ReportOptions(
@@ -80,10 +91,20 @@ def report(
         device=device.value,
         precision=precision.value,
         data_dir=data_dir,
+        jobs=jobs,
         # Shown in the report and the study's note: never a storage password.
         command=mask_password(shlex.join(["fmnist-search", *sys.argv[1:]])),
     )
-    folder, r = make_report(opts, RetrainProgress(quiet=quiet))
+    sigterm_as_interrupt()
+    try:
+        folder, r = make_report(opts, RetrainProgress(quiet=quiet))
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted: no report written; {report_out(opts)} is as it was",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130) from None
     if quiet:  # --quiet drops the progress lines, not what the user must know
         for note in r["notes"]:
             err.print(f"note: {note}", highlight=False, markup=False)
@@ -217,12 +238,11 @@ def dashboard(
 ) -> None:
     """Watch the studies live in optuna-dashboard: notes, learning curves, trial artifacts."""
     from search import dashboard as board
-    from search.cli import _sigterm_as_interrupt
 
     server = board.make_server(storage, host, port, artifacts)
     warning = board.exposure_warning(server.server_address[0])
     if warning:
         err.print(warning, highlight=False, markup=False, soft_wrap=True)
-    _sigterm_as_interrupt()
+    sigterm_as_interrupt()
     out.print(board.describe(server, storage, artifacts), highlight=False, markup=False)
     board.serve(server)

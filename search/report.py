@@ -13,11 +13,14 @@ import dataclasses
 import html
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from torch import nn
@@ -46,6 +50,7 @@ from search.training import (
     train,
     versions,
 )
+from search.workers import threads_per_worker
 
 REPORTS = Path("reports")  # default parent of report folders, relative to the working directory
 GENERATOR = "fmnist-search report"  # marks a folder as ours, so only our reports get replaced
@@ -93,6 +98,7 @@ class ReportOptions:
     device: str = "auto"
     precision: str = "auto"  # training arithmetic; the test set is always scored in float32
     data_dir: str | None = None
+    jobs: int | None = None  # re-trainings at once; None = default_jobs()
     command: str = ""  # the command line, recorded in the report
 
 
@@ -214,7 +220,7 @@ def compute(
 ) -> tuple[dict[str, Any], Best]:
     """Re-train the study's best trials, then score them on the test set; returns the numbers."""
     progress = progress or RetrainProgress(quiet=True)
-    for name, value in (("--top", opts.top), ("--seeds", opts.seeds)):
+    for name, value in (("--top", opts.top), ("--seeds", opts.seeds), ("--jobs", opts.jobs or 1)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if opts.epochs is not None and opts.epochs < 1:
@@ -240,7 +246,9 @@ def compute(
     study_seed = int(study.user_attrs.get("seed", 42))
     split = load_split(opts.data_dir, seed=study_seed, train_limit=opts.train_limit)
     data = DeviceData(split, device, opts.precision)
-    models, trained = _retrain(top, opts, data, study_seed, progress, notes)
+    runs = len(top) * opts.seeds
+    jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
+    models, trained = _retrain(top, opts, data, study_seed, progress, notes, jobs)
 
     # Only now, with every model trained, is the test split read.
     progress.say(f"scoring {_n(len(trained), 'model')} on the test set")
@@ -305,6 +313,7 @@ def compute(
             "test_images": len(test_y),
             "device": str(device),
             "precision": opts.precision,
+            "jobs": jobs,
             "normalization": {"mean": data.mean, "std": data.std},
             "data": split.source,
         },
@@ -327,6 +336,136 @@ def compute(
     return results, best
 
 
+def default_jobs(device: Any, runs: int) -> int:
+    """Re-trainings at once: two on a CPU with two or more cores, where two one-thread
+    trainings side by side do more work than one two-thread training (see
+    benchmarks/report_jobs.py); one on a GPU."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return 1
+    return max(1, min(2, os.cpu_count() or 1, runs))
+
+
+@dataclass(frozen=True)
+class Retraining:
+    index: int  # 1-based, in the order the runs are listed
+    total: int
+    trial: int
+    s: int  # 1-based seed number of this trial
+    seeds: int
+    seed: int
+    n_params: int
+    config: dict[str, Any]
+
+
+def _retrain_one(
+    task: Retraining, data: DeviceData, progress: RetrainProgress
+) -> tuple[dict[str, Any], nn.Module]:
+    """One re-training with its validation and clean training scores; raises Diverged."""
+    cfg = RunConfig.from_dict(task.config)
+    epochs = cfg.train.epochs
+    progress.run_started(
+        task.index, task.total, task.trial, task.s, task.seeds, task.seed, task.n_params, epochs
+    )
+    result = train(
+        cfg, data, seed=task.seed, on_epoch=lambda e, m, _v: progress.epoch_done(e, epochs, m)
+    )
+    run = {
+        "seed": task.seed,
+        "precision": result.precision,
+        "seconds": result.seconds,
+        "history": result.history,
+        # Clean accuracy on the training images (eval mode, no augmentation), as the seed
+        # measured it; the history's train figures are running means under augmentation.
+        "train": _eval_numbers(evaluate(result.model, data.train_x, data.train_y)),
+        # Scored again in float32, like the test set, whatever the training precision.
+        "val": _eval_numbers(evaluate(result.model, data.val_x, data.val_y)),
+    }
+    return run, result.model
+
+
+# One worker process's data and progress, set up once by _worker_init.
+_WORKER: dict[str, Any] = {}
+
+
+class _QueuedProgress(RetrainProgress):
+    """A worker's progress lines, sent to the parent, which prints them."""
+
+    def __init__(self, queue: Any, quiet: bool) -> None:
+        super().__init__(quiet=quiet)
+        self.queue = queue
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            self.queue.put(message)
+
+
+def _worker_init(
+    threads: int, opts: ReportOptions, study_seed: int, queue: Any, quiet: bool
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    torch.set_num_threads(threads)
+    split = load_split(opts.data_dir, seed=study_seed, train_limit=opts.train_limit)
+    _WORKER["data"] = DeviceData(split, resolve_device(opts.device), opts.precision)
+    _WORKER["progress"] = _QueuedProgress(queue, quiet)
+
+
+def _print_lines(queue: Any, progress: RetrainProgress) -> None:
+    for message in iter(queue.get, None):
+        progress.say(message)
+
+
+def _worker_run(task: Retraining) -> tuple[str, Any, Any]:
+    try:
+        run, model = _retrain_one(task, _WORKER["data"], _WORKER["progress"])
+    except Diverged as exc:
+        return "diverged", str(exc), None
+    return "ok", run, {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def retrain_all(
+    tasks: list[Retraining],
+    opts: ReportOptions,
+    data: DeviceData,
+    study_seed: int,
+    progress: RetrainProgress,
+    jobs: int,
+) -> list[tuple[str, Any, Any]]:
+    """Every task's outcome, in task order: ("ok", run, model) or ("diverged", reason, None)."""
+    if jobs == 1:
+        outcomes: list[tuple[str, Any, Any]] = []
+        for task in tasks:
+            try:
+                outcomes.append(("ok", *_retrain_one(task, data, progress)))
+            except Diverged as exc:
+                outcomes.append(("diverged", str(exc), None))
+        return outcomes
+    threads = threads_per_worker(jobs)
+    progress.say(
+        f"re-training {_n(len(tasks), 'run')}, {jobs} at a time ({_n(threads, 'thread')} each)"
+    )
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    printer = threading.Thread(target=_print_lines, args=(queue, progress), daemon=True)
+    printer.start()
+    initargs = (threads, opts, study_seed, queue, progress.quiet)
+    try:
+        # Leaving the block terminates the pool, so Ctrl-C (or an error) stops every worker.
+        with ctx.Pool(jobs, initializer=_worker_init, initargs=initargs) as pool:
+            raw = pool.map(_worker_run, tasks, chunksize=1)
+    finally:
+        queue.put(None)
+        printer.join(timeout=5)
+    outcomes = []
+    for task, (status, payload, state) in zip(tasks, raw, strict=True):
+        if status != "ok":
+            outcomes.append((status, payload, None))
+            continue
+        model = build_model(RunConfig.from_dict(task.config).model)
+        model.load_state_dict(state)
+        outcomes.append(("ok", payload, model.to(data.device).eval()))
+    return outcomes
+
+
 def _retrain(
     top: list[FrozenTrial],
     opts: ReportOptions,
@@ -334,11 +473,12 @@ def _retrain(
     study_seed: int,
     progress: RetrainProgress,
     notes: list[str],
+    jobs: int,
 ) -> tuple[list[dict[str, Any]], list[Trained]]:
     """Train every trial ``opts.seeds`` times from scratch; validation and train scores only."""
-    models: list[dict[str, Any]] = []
-    trained: list[Trained] = []
-    total, started_runs = len(top) * opts.seeds, 0
+    entries: list[dict[str, Any]] = []
+    tasks: list[Retraining] = []
+    total = len(top) * opts.seeds
     for rank, t in enumerate(top, 1):
         if "config" not in t.user_attrs:
             raise UserError(
@@ -348,58 +488,49 @@ def _retrain(
         cfg = RunConfig.from_dict(t.user_attrs["config"])
         if opts.epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
-        epochs, n_params = cfg.train.epochs, count_parameters(build_model(cfg.model))
-        entry: dict[str, Any] = {
-            "rank": rank,
-            "trial": t.number,
-            "label": _label(t),
-            "warm_start": t.user_attrs.get("warm_start"),
-            "search": {
-                "val_loss": t.value,
-                "val_accuracy": t.user_attrs.get("val_accuracy"),
-                "epochs_run": t.user_attrs.get("epochs_run"),
-                "seed": t.user_attrs.get("seed"),
-            },
-            "params": dict(t.params),
-            "config": json.loads(json.dumps(cfg.to_dict())),
-            "epochs": epochs,
-            "n_params": n_params,
-            "runs": [],
-            "failed_runs": [],
-        }
-
-        def show(epoch: int, metrics: dict[str, float], _val: Any, epochs: int = epochs) -> None:
-            progress.epoch_done(epoch, epochs, metrics)
-
+        n_params = count_parameters(build_model(cfg.model))
+        config = json.loads(json.dumps(cfg.to_dict()))
+        entries.append(
+            {
+                "rank": rank,
+                "trial": t.number,
+                "label": _label(t),
+                "warm_start": t.user_attrs.get("warm_start"),
+                "search": {
+                    "val_loss": t.value,
+                    "val_accuracy": t.user_attrs.get("val_accuracy"),
+                    "epochs_run": t.user_attrs.get("epochs_run"),
+                    "seed": t.user_attrs.get("seed"),
+                },
+                "params": dict(t.params),
+                "config": config,
+                "epochs": cfg.train.epochs,
+                "n_params": n_params,
+                "runs": [],
+                "failed_runs": [],
+            }
+        )
         for s in range(opts.seeds):
             seed = retrain_seed(study_seed, t.number, s)
-            started_runs += 1
-            progress.run_started(
-                started_runs, total, t.number, s + 1, opts.seeds, seed, n_params, epochs
+            tasks.append(
+                Retraining(
+                    len(tasks) + 1, total, t.number, s + 1, opts.seeds, seed, n_params, config
+                )
             )
-            try:
-                result = train(cfg, data, seed=seed, on_epoch=show)
-            except Diverged as exc:
-                entry["failed_runs"].append({"seed": seed, "reason": f"diverged: {exc}"})
-                notes.append(f"trial {t.number} with seed {seed} diverged ({exc}); left out")
-                progress.note(notes[-1])
-                continue
-            run = {
-                "seed": seed,
-                "precision": result.precision,
-                "seconds": result.seconds,
-                "history": result.history,
-                # Clean accuracy on the training images (eval mode, no augmentation), as the seed
-                # measured it; the history's train figures are running means under augmentation.
-                "train": _eval_numbers(evaluate(result.model, data.train_x, data.train_y)),
-                # Scored again in float32, like the test set, whatever the training precision.
-                "val": _eval_numbers(evaluate(result.model, data.val_x, data.val_y)),
-            }
-            entry["runs"].append(run)
-            trained.append((entry, run, result.model))
-        if entry["runs"]:
-            models.append(entry)
-        else:
+    outcomes = retrain_all(tasks, opts, data, study_seed, progress, jobs)
+    trained: list[Trained] = []
+    for task, (status, payload, model) in zip(tasks, outcomes, strict=True):
+        entry = entries[[e["trial"] for e in entries].index(task.trial)]
+        if status != "ok":
+            entry["failed_runs"].append({"seed": task.seed, "reason": f"diverged: {payload}"})
+            notes.append(f"trial {task.trial} with seed {task.seed} diverged ({payload}); left out")
+            progress.note(notes[-1])
+            continue
+        entry["runs"].append(payload)
+        trained.append((entry, payload, model))
+    models = [e for e in entries if e["runs"]]
+    for entry in entries:
+        if not entry["runs"]:
             notes.append(f"{entry['label']} is left out: every re-training diverged")
     if not trained:
         raise UserError(

@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -159,6 +163,75 @@ def test_results_agree_with_their_confusion_matrices(tiny):
     m, run = min(runs, key=lambda mr: mr[1]["val"]["loss"])
     assert (r["best"]["trial"], r["best"]["seed"]) == (m["trial"], run["seed"])
     assert r["best"]["test_accuracy"] == run["test"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_train_what_one_at_a_time_trains(tiny, tmp_path):
+    parallel = tiny.results  # 4 runs: two worker processes on a CPU with 2+ cores
+    assert parallel["settings"]["jobs"] == report.default_jobs(torch.device("cpu"), 4)
+    out = tmp_path / "serial"
+    result = report_cnn(
+        tiny.url, "--train-limit", 2000, "--epochs", 1, "--seeds", 2, "--top", 2,
+        "--jobs", 1, "--quiet", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    serial = json.loads((out / "results.json").read_text())
+    assert serial["settings"]["jobs"] == 1
+
+    def runs(r):
+        return [(m["trial"], run) for m in r["models"] for run in m["runs"]]
+
+    assert [(t, run["seed"]) for t, run in runs(serial)] == [
+        (t, run["seed"]) for t, run in runs(parallel)
+    ]
+    for (_, a), (_, b) in zip(runs(serial), runs(parallel), strict=True):
+        for part in ("train", "val", "test"):
+            assert a[part]["accuracy"] == pytest.approx(b[part]["accuracy"], abs=0.005)
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_side_by_side_retraining_stops_every_worker(tiny, tmp_path, sig):
+    out = tmp_path / "never"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-c", "from search.cli import entry; entry()",
+            "report", "--study", "cnn", "--storage", tiny.url, "--out", str(out),
+            "--train-limit", "2000", "--epochs", "40", "--seeds", "2", "--top", "2", "--jobs", "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    lines = []
+    for line in proc.stdout:  # wait until both workers train
+        lines.append(line)
+        if sum("re-training" in ln and "params" in ln for ln in lines) >= 2:
+            break
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "".join(lines)
+    proc.send_signal(sig)
+    output = "".join(lines) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "interrupted: no report written" in output and "Traceback" not in output
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)
+    assert not out.exists()
 
 
 def _row(md: str, first_cell: str) -> list[str]:
