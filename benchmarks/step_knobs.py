@@ -5,7 +5,9 @@
 For the seed's best CNN, a mid-size CNN, a large 3-block CNN and the seed's 5-layer MLP, at
 batch 128 and 512: microseconds per image of a forward + backward + AdamW step in fp32, and the
 speed-up of bf16 alone, channels_last alone and both. This is where ``--precision auto``'s rule
-comes from. Writes benchmarks/results/step_knobs.csv.
+comes from. For CNNs with max pooling, ``pool_first_speedup`` compares the built model (max pool,
+then the activation on the smaller map) with the same layers in the textbook order (activation,
+then pool), both under bf16 + channels_last. Writes benchmarks/results/step_knobs.csv.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from _common import RESULTS, write_csv  # puts the repository on sys.path
 
-from search.models import CNNConfig, ConvBlock, build_model, count_parameters, get_preset
+from search.models import (
+    CNNConfig,
+    ConvBlock,
+    build_cnn,
+    build_model,
+    count_parameters,
+    get_preset,
+)
 
 MODELS = {
     "seed CNN": get_preset("Conv_2L_8_12_2L_128_32_AVG_BN"),
@@ -31,9 +40,11 @@ MODELS = {
 KNOBS = {"bf16": (True, False), "channels_last": (False, True), "both": (True, True)}
 
 
-def us_per_image(cfg, batch: int, bf16: bool, channels_last: bool, steps: int = 15) -> float:
+def us_per_image(
+    cfg, batch: int, bf16: bool, channels_last: bool, steps: int = 15, textbook: bool = False
+) -> float:
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_cnn(cfg, pool_first=False) if textbook else build_model(cfg)
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -65,9 +76,15 @@ def main() -> None:
                 if cl and cfg.kind != "cnn":
                     continue
                 row[f"{knob}_speedup"] = round(base / us_per_image(cfg, batch, bf16, cl), 2)
+            if cfg.kind == "cnn" and cfg.pool == "max":
+                ours = us_per_image(cfg, batch, True, True)
+                row["pool_first_speedup"] = round(
+                    us_per_image(cfg, batch, True, True, textbook=True) / ours, 2
+                )
             rows.append(row)
             print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-    write_csv([{**dict.fromkeys(rows[0]), **r} for r in rows], RESULTS / "step_knobs.csv")
+    columns = dict.fromkeys(k for r in rows for k in r)  # every column, in first-seen order
+    write_csv([{**columns, **r} for r in rows], RESULTS / "step_knobs.csv")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ def build_mlp(cfg: MLPConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build_cnn(cfg: CNNConfig) -> nn.Sequential:
+def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
+    """The CNN of ``cfg``; ``pool_first=False`` keeps the textbook order conv -> activation ->
+    pool in every block (the same function; for tests and benchmarks)."""
     _check_common(cfg.activation)
     if cfg.pool not in POOLS:
         raise InvalidConfig(f"unknown pool {cfg.pool!r}: use avg or max")
@@ -120,7 +122,7 @@ def build_cnn(cfg: CNNConfig) -> nn.Sequential:
     cfg.feature_shapes()
     layers: list[nn.Module] = []
     channels = 1
-    pool_first = cfg.pool == "max" and cfg.activation in _COMMUTES_WITH_MAX
+    pool_first = pool_first and cfg.pool == "max" and cfg.activation in _COMMUTES_WITH_MAX
     for b in cfg.blocks:
         act = ACTIVATIONS[cfg.activation]()
         pool = POOLS[cfg.pool](b.pool_kernel, stride=2, padding=b.pool_padding)
