@@ -336,11 +336,11 @@ def compute(
     return results, best
 
 
-def default_jobs(device: Any, runs: int) -> int:
+def default_jobs(device: torch.device, runs: int) -> int:
     """Re-trainings at once: two on a CPU with two or more cores, where two one-thread
     trainings side by side do more work than one two-thread training (see
     benchmarks/report_jobs.py); one on a GPU."""
-    if getattr(device, "type", str(device)) != "cpu":
+    if device.type != "cpu":
         return 1
     return max(1, min(2, os.cpu_count() or 1, runs))
 
@@ -414,12 +414,17 @@ def _print_lines(queue: Any, progress: RetrainProgress) -> None:
         progress.say(message)
 
 
-def _worker_run(task: Retraining) -> tuple[str, Any, Any]:
+def _attempt(task: Retraining, data: DeviceData, progress: RetrainProgress) -> tuple[str, Any, Any]:
+    """("ok", run, model), or ("diverged", reason, None)."""
     try:
-        run, model = _retrain_one(task, _WORKER["data"], _WORKER["progress"])
+        return "ok", *_retrain_one(task, data, progress)
     except Diverged as exc:
         return "diverged", str(exc), None
-    return "ok", run, {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def _worker_run(task: Retraining) -> tuple[str, Any, Any]:
+    status, payload, model = _attempt(task, _WORKER["data"], _WORKER["progress"])
+    return status, payload, model and {k: v.cpu() for k, v in model.state_dict().items()}
 
 
 def retrain_all(
@@ -432,13 +437,7 @@ def retrain_all(
 ) -> list[tuple[str, Any, Any]]:
     """Every task's outcome, in task order: ("ok", run, model) or ("diverged", reason, None)."""
     if jobs == 1:
-        outcomes: list[tuple[str, Any, Any]] = []
-        for task in tasks:
-            try:
-                outcomes.append(("ok", *_retrain_one(task, data, progress)))
-            except Diverged as exc:
-                outcomes.append(("diverged", str(exc), None))
-        return outcomes
+        return [_attempt(task, data, progress) for task in tasks]
     threads = threads_per_worker(jobs)
     progress.say(
         f"re-training {_n(len(tasks), 'run')}, {jobs} at a time ({_n(threads, 'thread')} each)"
@@ -455,7 +454,7 @@ def retrain_all(
     finally:
         queue.put(None)
         printer.join(timeout=5)
-    outcomes = []
+    outcomes: list[tuple[str, Any, Any]] = []
     for task, (status, payload, state) in zip(tasks, raw, strict=True):
         if status != "ok":
             outcomes.append((status, payload, None))
@@ -519,8 +518,9 @@ def _retrain(
             )
     outcomes = retrain_all(tasks, opts, data, study_seed, progress, jobs)
     trained: list[Trained] = []
+    by_trial = {e["trial"]: e for e in entries}
     for task, (status, payload, model) in zip(tasks, outcomes, strict=True):
-        entry = entries[[e["trial"] for e in entries].index(task.trial)]
+        entry = by_trial[task.trial]
         if status != "ok":
             entry["failed_runs"].append({"seed": task.seed, "reason": f"diverged: {payload}"})
             notes.append(f"trial {task.trial} with seed {task.seed} diverged ({payload}); left out")
