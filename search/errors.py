@@ -1,4 +1,4 @@
-"""Errors a user can fix. The CLI prints them as one line and exits non-zero, no traceback."""
+"""Errors a user can fix (printed by the CLI as one line, no traceback), and first_line."""
 
 from __future__ import annotations
 
@@ -25,3 +25,9 @@ class InvalidConfig(UserError):
     """A model or training configuration that cannot be built (e.g. a feature map shrunk to 0)."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,10 +9,46 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from search.data import load_split  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from search.data import find_data_dir, load_split  # noqa: E402
+from search.errors import UserError  # noqa: E402
 from search.training import DeviceData  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs_data: needs the Fashion-MNIST files; fails (never skips) with the fix if absent",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _data_present(request):
+    """Tests marked ``needs_data`` find the files as the product does (--data-dir,
+    $FMNIST_DATA_DIR, Debian's folder, ./data); where they are truly absent the test fails
+    with the fix instead of skipping."""
+    if request.node.get_closest_marker("needs_data") is None:
+        return
+    try:
+        find_data_dir(download=False)
+    except UserError as exc:
+        pytest.fail(f"Fashion-MNIST is needed: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(*args)``: run the command line in-process (typer's CliRunner); returns its Result."""
+    from search.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args, **kwargs):
+        return runner.invoke(app, [str(a) for a in args], **kwargs)
+
+    return invoke
 
 
 @pytest.fixture(scope="session")
