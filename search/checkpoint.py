@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from search.data import CLASSES
-from search.errors import InvalidConfig, UserError
+from search.errors import InvalidConfig, UserError, first_line
 from search.models import build_model
 from search.training import RunConfig, versions
 
@@ -138,7 +138,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
         model = build_model(config.model)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, InvalidConfig) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise _not_ours(path, f"its contents do not fit: {detail[:200]}") from None
     return Checkpoint(
         model=model.to(device).eval(),

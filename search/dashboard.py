@@ -1,10 +1,11 @@
 """What the Optuna dashboard shows of a study, and the server that shows it.
 
-Notes (markdown, stored with the study by ``optuna_dashboard.save_note``): the engine calls
-``study_created`` once per new study, and ``report_written`` appends the report's summary table.
+The engine never imports this module: it is given ``DashboardHooks`` (by the CLI) and calls them.
+Notes (markdown, stored with the study by ``optuna_dashboard.save_note``): ``study_created`` runs
+once per new study, and ``report_written`` appends a report's summary (made by the report).
 Artifacts (PNG files in a ``FileSystemArtifactStore``, registered with ``optuna.artifacts``):
-``trial_completed`` uploads each completed trial's learning curves and validation confusion
-matrix; ``report_written`` uploads the report's figures to the study.
+``trial_trained`` uploads each trained trial's learning curves and validation confusion matrix;
+``report_written`` uploads the report's figures to the study.
 
 Where artifacts live is a function of the storage URL alone (``artifact_dir``), so the workers
 that upload them and ``fmnist-search dashboard`` that serves them agree without configuration.
@@ -26,7 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-from search.errors import UserError
+from search.errors import UserError, first_line
 from search.storage import get_storage, mask_password, sqlite_path, storage_url
 
 ENV_ARTIFACTS = "FMNIST_SEARCH_ARTIFACTS"  # overrides the artifact folder for every command
@@ -111,80 +112,63 @@ def study_note(name: str, attrs: dict[str, Any]) -> str:
     )
 
 
-def study_created(study: optuna.Study, opts: Any) -> None:
-    """Attach a markdown note (space, command line, split, seed, versions) to a new study."""
-    from optuna_dashboard import save_note
+class DashboardHooks:
+    """The engine's hooks (``search.engine.Hooks``) that feed the dashboard: a note on each new
+    study, and two figures on each trained trial. Picklable, so ``--jobs`` workers get a copy."""
 
-    save_note(study, study_note(study.study_name, study.user_attrs))
+    def __init__(self, storage: str | None = None) -> None:
+        self.url = storage_url(storage)
 
+    def study_created(self, study: optuna.Study) -> None:
+        """Attach a markdown note (space, command line, split, seed, versions) to a new study."""
+        from optuna_dashboard import save_note
 
-# --- artifacts --------------------------------------------------------------------------------
+        save_note(study, study_note(study.study_name, study.user_attrs))
 
+    def trial_trained(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Upload a trained trial's learning-curve and confusion-matrix PNGs as artifacts, drawn
+        from its stored ``history`` and ``val_confusion`` user attributes.
 
-def trial_completed(study: optuna.Study, trial: optuna.Trial, result: Any, opts: Any) -> None:
-    """Upload a completed trial's learning-curve and confusion-matrix PNGs as artifacts.
-
-    Never fails the trial: any error becomes the trial's ``dashboard_warning`` user attribute.
-    ``opts`` (the engine's RunOptions) names the storage URL, hence the artifact folder.
-    """
-    try:
-        url = storage_url(opts.storage)
-        _upload_trial_figures(study, trial, result, artifact_store(url))
-    except Exception as exc:  # the trial's result matters more than its pictures
-        message = f"artifacts not uploaded: {type(exc).__name__}: {exc}".splitlines()[0]
+        Never fails the trial: any error becomes the trial's ``dashboard_warning`` attribute.
+        """
         try:
-            trial.set_user_attr(WARNING_ATTR, message)
-        except Exception:
-            pass  # the storage is gone; the engine reports that at its next call
+            _upload_trial_figures(study, trial, artifact_store(self.url))
+        except Exception as exc:  # the trial's result matters more than its pictures
+            message = first_line(f"artifacts not uploaded: {type(exc).__name__}: {exc}")
+            try:
+                trial.set_user_attr(WARNING_ATTR, message)
+            except Exception:
+                pass  # the storage is gone; the engine reports that at its next call
 
 
 def _upload_trial_figures(
-    study: optuna.Study, trial: optuna.Trial, result: Any, store: FileSystemArtifactStore
+    study: optuna.Study, trial: optuna.Trial, store: FileSystemArtifactStore
 ) -> None:
     from search import plots  # matplotlib: imported on the first trial, not by every command
     from search.data import CLASSES
 
+    attrs = trial.user_attrs
     label = f"trial {trial.number}"
-    acc = result.val.accuracy
     with tempfile.TemporaryDirectory(prefix="fmnist-artifacts-") as tmp:
         curves = plots.learning_curves(
-            [{"label": label, "histories": [result.history]}], Path(tmp) / LEARNING_CURVES
+            [{"label": label, "histories": [attrs["history"]]}], Path(tmp) / LEARNING_CURVES
         )
         confusion = plots.confusion_matrix(
-            result.val.confusion,
+            attrs["val_confusion"],
             CLASSES,
             Path(tmp) / CONFUSION,
             title=f"{study.study_name} {label}: validation confusion, row-normalised "
-            f"(accuracy {acc:.4f})",
+            f"(accuracy {attrs['val_accuracy']:.4f})",
         )
         for path in (curves, confusion):
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
-def report_summary(results: dict[str, Any]) -> str:
-    """The report's summary as markdown: its Results table and its best-model paragraph."""
-    from search.report import document, render_markdown
-
-    blocks = document(results)
-    sections = [i for i, b in enumerate(blocks) if b[:2] == ("h", 2)]
-    start = blocks.index(("h", 2, "Results"))
-    end = sections[sections.index(start) + 2]  # "Results" and "Best model (best.pt)"
-    kept = [("h", 3, b[2]) if b[0] == "h" else b for b in blocks[start:end]]
-    st, se = results["study"], results["settings"]
-    head = (
-        f"## Report of {results['created']}\n\n`{results['command'] or 'fmnist-search report'}`"
-        f": the top {se['top']} trials of `{st['name']}` re-trained with {se['seeds']} "
-        f"seed{'s' if se['seeds'] != 1 else ''} each, then scored once on the test set. Its "
-        "figures are the study's artifacts."
-    )
-    return head + "\n\n" + render_markdown(kept)
-
-
 def report_written(
-    storage: str | None, results: dict[str, Any], figures: Sequence[Path]
+    storage: str | None, study_name: str, summary: str, figures: Sequence[Path]
 ) -> str | None:
-    """Put a report's summary table into its study's note (below the study's own part) and
-    its figures into the study's artifacts, replacing an earlier report's.
+    """Put a report's ``summary`` (markdown) into its study's note, below the study's own part,
+    and its figures into the study's artifacts, replacing an earlier report's.
 
     Returns None, or a one-line warning: the report is whole without the dashboard's copy.
     """
@@ -192,10 +176,10 @@ def report_written(
         from optuna_dashboard import get_note, save_note
 
         url = storage_url(storage)
-        study = optuna.load_study(study_name=results["study"]["name"], storage=get_storage(url))
+        study = optuna.load_study(study_name=study_name, storage=get_storage(url))
         own = get_note(study).split(REPORT_MARK)[0].rstrip()
         own = own or study_note(study.study_name, study.user_attrs)
-        save_note(study, f"{own}\n\n{REPORT_MARK}\n\n{report_summary(results)}")
+        save_note(study, f"{own}\n\n{REPORT_MARK}\n\n{summary}")
         store = artifact_store(url)
         try:
             earlier = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
@@ -263,7 +247,6 @@ def make_server(
             f"storage {url}: {sqlite_path(url)} does not exist; start a study there first "
             f"(`fmnist-search run --storage {url}`) or pass the right --storage"
         )
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     app = wsgi(get_storage(url), artifact_store=artifact_store(url, artifacts))
     server_class = _Server6 if ":" in host else _Server
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.errors import UserError
+from search.errors import UsageError, UserError, first_line
 
 CLASSES = (
     "T-shirt/top",
@@ -103,7 +103,7 @@ def find_data_dir(data_dir: str | Path | None = None, download: bool = True) -> 
             FashionMNIST(str(TORCHVISION_ROOT), train=True, download=True)
             FashionMNIST(str(TORCHVISION_ROOT), train=False, download=True)
         except Exception as exc:  # no network, proxy refusal, ...
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             raise UserError(
                 f"Fashion-MNIST not found and the download failed ({reason}): {INSTALL_HINT}"
             ) from None
@@ -184,6 +184,15 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(keep))
 
 
+def check_train_limit(train_limit: int | None) -> None:
+    """The one rule for ``--train-limit``: a stratified subset needs an image of every class."""
+    if train_limit is not None and train_limit < NUM_CLASSES:
+        raise UsageError(
+            f"Invalid value for '--train-limit': {train_limit} is not in the range "
+            f"x>={NUM_CLASSES} (a stratified subset needs an image of every class)."
+        )
+
+
 def load_split(
     data_dir: str | Path | None = None,
     seed: int = 42,
@@ -204,9 +213,8 @@ def load_split(
         idx, test_size=val_size, stratify=labels.numpy(), random_state=seed
     )
     train_idx = torch.from_numpy(train_idx)
+    check_train_limit(train_limit)
     if train_limit is not None:
-        if train_limit < NUM_CLASSES:
-            raise UserError(f"--train-limit {train_limit} is too small: use at least {NUM_CLASSES}")
         train_idx = train_idx[stratified_subset(labels[train_idx], train_limit, seed)]
     val_idx = torch.from_numpy(val_idx)
     return Split(

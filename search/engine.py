@@ -1,49 +1,60 @@
-"""Studies: create or resume one, run trials until it holds N finished trials, summarise it."""
+"""Run a study: open or resume it, then ask, train and tell until it holds N finished trials."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import math
+import signal
 import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from search import dashboard, registry
-from search.data import load_split
-from search.errors import InvalidConfig, UsageError, UserError
+from search import registry
+from search.data import check_train_limit, load_split
+from search.errors import InvalidConfig, UsageError, UserError, check_range, first_line
 from search.models import build_model, count_parameters
 from search.progress import Progress
 from search.storage import (
-    STORAGE_ERRORS,
+    Heartbeat,
     get_storage,
+    heartbeats_enabled,
     mask_password,
     storage_failure,
     storage_lost,
     storage_url,
 )
+from search.studies import TrialFacts, count_states, describe_trial, finished, trial_seed
 from search.training import DeviceData, Diverged, RunConfig, resolve_device, train, versions
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what `--trials N` counts
 MAX_CONSECUTIVE_FAILURES = 5
 METRIC = "val_loss"
+WAIT_SECONDS = 2.0  # between looks at the study while other workers run its last trials
+# Seeds feed scikit-learn's split and NumPy's generators (0 <= seed < 2**32); a study adds its
+# trial count and worker offsets to its seed, so the seed itself stays below 2**31.
+SEED_MAX = 2**31 - 1
+WORKER_SEED_STRIDE = 7919  # sampler seed offset between --jobs workers
 
 
 @dataclass
 class RunOptions:
+    """Everything ``run`` needs; checked once, here, whoever builds it (CLI or library)."""
+
     space: str = "cnn"  # spaces/NAME.py
     trials: int = 50  # finished (complete + pruned) trials the study should hold in total
     study: str | None = None  # defaults to the space name
     storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
     timeout: float | None = None  # seconds after which no new trial starts
     epochs: int = 15  # epoch budget per trial (Hyperband's max resource)
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
+    sampler: str = "tpe"  # a name in registry.SAMPLERS
+    pruner: str = "hyperband"  # a name in registry.PRUNERS
     seed: int = 42  # seeds the split, the sampler, and (with the trial number) each trial
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"
@@ -51,8 +62,24 @@ class RunOptions:
     train_limit: int | None = None  # stratified subset of the 50k training split
     warm_start: bool = True  # enqueue the space's WARM_START configs in a new study
     data_dir: str | None = None
+    jobs: int = 1  # local worker processes (see search.workers)
     command: str = ""  # the command line, stored with the study
     worker: int = 0  # index of this worker among --jobs local workers (offsets sampler seeds)
+
+    def __post_init__(self) -> None:
+        check_range("--trials", self.trials, 1)
+        check_range("--epochs", self.epochs, 1)
+        check_range("--jobs", self.jobs, 1)
+        check_range("--seed", self.seed, 0, SEED_MAX)
+        if self.timeout is not None:
+            check_range("--timeout", self.timeout, 0, above=True)
+        check_train_limit(self.train_limit)
+        registry.make_sampler(self.sampler, 0)  # unknown names fail here, before any work
+        registry.make_pruner(self.pruner, self.epochs)
+
+    @property
+    def study_name(self) -> str:
+        return self.study or self.space
 
 
 @dataclass
@@ -64,73 +91,42 @@ class RunSummary:
     pruned: int
     failed: int
     seconds: float
-    best: dict[str, Any] | None
+    best: TrialFacts | None
     interrupted: bool = False
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def trial_seed(study_seed: int, number: int) -> int:
-    return (study_seed * 1_000_003 + number) % (2**31 - 1)
+class Hooks(Protocol):
+    """Consumers the engine is given (the dashboard's are ``search.dashboard.DashboardHooks``)."""
+
+    def study_created(self, study: optuna.Study) -> None: ...
+
+    def trial_trained(self, study: optuna.Study, trial: optuna.Trial) -> None: ...
 
 
-def count_states(study: optuna.Study) -> dict[str, int]:
-    counts = {s.name.lower(): 0 for s in TrialState}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] += 1
-    return counts
+class NoHooks:
+    def study_created(self, study: optuna.Study) -> None:
+        pass
+
+    def trial_trained(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        pass
 
 
-def best_accuracy(study: optuna.Study) -> float | None:
-    accs = [
-        t.user_attrs.get("val_accuracy")
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ]
-    accs = [a for a in accs if a is not None]
-    return max(accs) if accs else None
+# --- opening a study --------------------------------------------------------------------------
 
 
-def describe_trial(t: FrozenTrial) -> dict[str, Any]:
-    """The stored facts of one trial, as plain data."""
-    attrs = t.user_attrs
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "val_loss": t.value,
-        "val_accuracy": attrs.get("val_accuracy"),
-        "n_params": attrs.get("n_params"),
-        "epochs_run": attrs.get("epochs_run"),
-        "seconds": attrs.get("seconds"),
-        "device": attrs.get("device"),
-        "params": t.params,
-        "config": attrs.get("config"),
-        "warm_start": attrs.get("warm_start"),
-    }
-
-
-def _validate(opts: RunOptions) -> None:
-    if opts.trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {opts.trials}")
-    if opts.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {opts.epochs}")
-    if opts.timeout is not None and opts.timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, got {opts.timeout}")
-    if opts.train_limit is not None and opts.train_limit < 10:
-        raise UsageError(f"--train-limit must be at least 10, got {opts.train_limit}")
-
-
-def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
+def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Study, bool]:
     """Create the study or load it; returns (study, created).
 
     Creation is atomic in the database (unique study names), so among workers that start
     together exactly one sees ``created`` and enqueues the warm start.
     """
-    name = opts.study or space
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress display replaces its log
+    name = opts.study_name
     storage = get_storage(opts.storage, heartbeat=True)
     pruner = registry.make_pruner(opts.pruner, opts.epochs)
     # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
     # that a resumed random sampler does not replay its points; a new study repeats exactly.
-    worker_offset = 7919 * opts.worker
+    worker_offset = WORKER_SEED_STRIDE * opts.worker
     try:
         study = optuna.create_study(
             study_name=name,
@@ -142,9 +138,9 @@ def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         old_space = study.user_attrs.get("space")
-        if old_space is not None and old_space != space:
+        if old_space is not None and old_space != opts.space:
             raise UsageError(
-                f"study {name!r} searches space {old_space!r}, not {space!r}: "
+                f"study {name!r} searches space {old_space!r}, not {opts.space!r}: "
                 f"pass --space {old_space} or a new --study name"
             ) from None
         n_before = len(study.get_trials(deepcopy=False))
@@ -152,7 +148,7 @@ def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
         return study, False
     study.set_metric_names([METRIC])
     for key, value in {
-        "space": space,
+        "space": opts.space,
         "seed": opts.seed,
         "epochs": opts.epochs,
         "train_limit": opts.train_limit,
@@ -162,102 +158,178 @@ def open_study(space: str, opts: RunOptions) -> tuple[optuna.Study, bool]:
         "versions": versions(),
     }.items():
         study.set_user_attr(key, value)
-    dashboard.study_created(study, opts)
+    (hooks or NoHooks()).study_created(study)
     return study, True
 
 
-def enqueue_warm_start(study: optuna.Study, space_module: Any, limit: int) -> list[str]:
+def enqueue_warm_start(study: optuna.Study, space: registry.SearchSpace, limit: int) -> list[str]:
     """Enqueue the space's WARM_START configs (at most ``limit``, the study's trial count, so
     that a short study leaves no trial waiting)."""
     names = []
-    for name, cfg in list(getattr(space_module, "WARM_START", {}).items())[:limit]:
+    for name, cfg in list(space.WARM_START.items())[:limit]:
         study.enqueue_trial(
-            space_module.to_params(cfg), user_attrs={"warm_start": name}, skip_if_exists=True
+            space.to_params(cfg), user_attrs={"warm_start": name}, skip_if_exists=True
         )
         names.append(name)
     return names
 
 
-class _Surplus(Exception):
-    """Another worker already started the study's last trial."""
+def prepare(opts: RunOptions, hooks: Hooks | None = None) -> optuna.Study:
+    """Open (or create and warm-start) the study; storage errors become one-line UserErrors."""
+    space = registry.get_space(opts.space)
+    url = storage_url(opts.storage)
+    try:
+        study, created = open_study(opts, hooks)
+        if opts.warm_start and created:
+            enqueue_warm_start(study, space, opts.trials)
+    except Exception as exc:
+        cause = storage_failure(exc)
+        if cause is None:
+            raise
+        raise storage_lost(url, cause) from None
+    return study
 
 
-def make_objective(
-    study: optuna.Study,
-    space_module: Any,
-    data: DeviceData,
-    opts: RunOptions,
-    progress: Progress,
-):
-    def objective(trial: optuna.Trial) -> float:
-        ahead = study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        )
-        if sum(t.number < trial.number for t in ahead) >= opts.trials:
-            raise _Surplus("the study already holds its trial count")
-        _free_device_memory(data.device)  # the previous trial's model is gone by now
+# --- Ctrl-C and SIGTERM -----------------------------------------------------------------------
+
+
+class Interrupts:
+    """Ctrl-C (and SIGTERM, where the caller made it an interrupt) stop a trial while it trains,
+    but never in the middle of a storage write: a KeyboardInterrupt raised inside SQLAlchemy
+    can leave a connection holding SQLite's write lock, and the writes that record the
+    interrupted trial then wait on that lock. Outside ``training()`` a signal is held and raised
+    at the next ``checkpoint()``.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.armed = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if callable(old):  # an interrupt for us; SIG_IGN and SIG_DFL stay as they are
+                    self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def checkpoint(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        self.checkpoint()
+        self.armed = True
         try:
-            cfg: RunConfig = space_module.space(trial)
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
-            n_params = count_parameters(build_model(cfg.model))
+            yield
+        finally:
+            self.armed = False
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Inside ``training()``: hold signals while a callback writes to the storage."""
+        was, self.armed = self.armed, False
+        try:
+            yield
+        finally:
+            self.armed = was
+        self.checkpoint()
+
+
+# --- one trial --------------------------------------------------------------------------------
+
+
+@dataclass
+class Trainer:
+    """Trains one asked trial to its end: returns the value to tell, or raises TrialPruned."""
+
+    opts: RunOptions
+    space: registry.SearchSpace
+    data: DeviceData
+    progress: Progress
+    hooks: Hooks
+    interrupts: Interrupts
+
+    def config(self, trial: optuna.Trial) -> tuple[RunConfig, int]:
+        try:
+            cfg = self.space.space(trial)
+            train_cfg = dataclasses.replace(cfg.train, epochs=self.opts.epochs)
+            cfg = dataclasses.replace(cfg, train=train_cfg)
+            return cfg, count_parameters(build_model(cfg.model))
         except InvalidConfig as exc:
             raise InvalidConfig(f"invalid configuration: {exc}") from None
-        seed = trial_seed(opts.seed, trial.number)
-        trial.set_user_attr("config", cfg.to_dict())
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("n_params", n_params)
-        trial.set_user_attr("device", str(data.device))
-        trial.set_user_attr("precision", data.precision_for(cfg.model))
-        trial.set_user_attr("normalization", {"mean": data.mean, "std": data.std})
-        trial.set_user_attr("versions", versions())
+
+    def __call__(self, study: optuna.Study, trial: optuna.Trial) -> float:
+        _free_device_memory(self.data.device)  # the previous trial's model is gone by now
+        cfg, n_params = self.config(trial)
+        seed = trial_seed(self.opts.seed, trial.number)
+        for key, value in {
+            "config": cfg.to_dict(),
+            "seed": seed,
+            "n_params": n_params,
+            "device": str(self.data.device),
+            "precision": self.data.precision_for(cfg.model),
+            "normalization": {"mean": self.data.mean, "std": self.data.std},
+            "versions": versions(),
+        }.items():
+            trial.set_user_attr(key, value)
+        self.progress.trial_started(trial.number, n_params, self.opts.epochs)
         history: list[dict[str, float]] = []
-        progress.trial_started(trial.number, n_params, opts.epochs)
 
-        def record(val_accuracy: float, per_class: list[float], confusion: list[list[int]]) -> None:
-            trial.set_user_attr("history", history)
-            trial.set_user_attr("epochs_run", len(history))
-            trial.set_user_attr("seconds", history[-1]["seconds"] if history else 0.0)
-            trial.set_user_attr("val_accuracy", val_accuracy)
-            trial.set_user_attr("per_class_val_accuracy", per_class)
-            trial.set_user_attr("val_confusion", confusion)
-
-        def on_epoch(epoch: int, metrics: dict[str, float], val) -> None:
-            history.append(metrics)
-            trial.report(metrics["val_loss"], epoch)
-            record(val.accuracy, val.per_class_accuracy, val.confusion)
-            progress.epoch_done(trial.number, epoch, opts.epochs, metrics)
-            if trial.should_prune():
-                reason = f"pruned by {opts.pruner} after epoch {epoch}"
-                if registry.at_chance(metrics["val_loss"], epoch):
-                    reason = (
-                        f"not learning: validation loss {metrics['val_loss']:.4f} after epoch "
-                        f"{epoch} is a uniform guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
-                    )
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+        def on_epoch(epoch: int, metrics: dict[str, float], val: Any) -> None:
+            with self.interrupts.held():
+                history.append(metrics)
+                self._record(trial, epoch, history, val)
+                prune = trial.should_prune()
+                if prune:
+                    trial.set_user_attr("pruned_reason", self._prune_reason(epoch, metrics))
+            if prune:
+                raise optuna.TrialPruned
 
         try:
-            result = train(cfg, data, seed=seed, on_epoch=on_epoch)
+            with self.interrupts.training():
+                result = train(cfg, self.data, seed=seed, on_epoch=on_epoch)
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
-            raise optuna.TrialPruned(f"diverged: {exc}") from None
-        dashboard.trial_completed(study, trial, result, opts)
+            raise optuna.TrialPruned from None
+        self.hooks.trial_trained(study, trial)
         return result.val.loss
 
-    def guarded(trial: optuna.Trial) -> float:
-        try:
-            return objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            trial.set_user_attr("fail_reason", reason)
-            raise
+    def _record(self, trial: optuna.Trial, epoch: int, history: list, val: Any) -> None:
+        metrics = history[-1]
+        trial.report(metrics["val_loss"], epoch)
+        for key, value in {
+            "history": history,
+            "epochs_run": len(history),
+            "seconds": metrics["seconds"],
+            "val_accuracy": val.accuracy,
+            "per_class_val_accuracy": val.per_class_accuracy,
+            "val_confusion": val.confusion,
+        }.items():
+            trial.set_user_attr(key, value)
+        self.progress.epoch_done(trial.number, epoch, self.opts.epochs, metrics)
 
-    return guarded
+    def _prune_reason(self, epoch: int, metrics: dict[str, float]) -> str:
+        loss = metrics["val_loss"]
+        if registry.at_chance(loss, epoch):
+            return (
+                f"not learning: validation loss {loss:.4f} after epoch {epoch} is a uniform "
+                f"guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
+            )
+        return f"pruned by {self.opts.pruner} after epoch {epoch}"
 
 
 def _free_device_memory(device: torch.device) -> None:
@@ -267,105 +339,143 @@ def _free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _quiet_heartbeat_errors(progress: Progress) -> None:
-    """A heartbeat thread that loses the database prints one line instead of a traceback;
-    the main loop then stops with the storage error at its next database call."""
-    default = threading.excepthook
+# --- the loop ---------------------------------------------------------------------------------
 
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if isinstance(args.exc_value, STORAGE_ERRORS):
-            progress.console.print(
-                f"{progress.prefix}warning: trial heartbeat lost the storage connection",
-                markup=False,
-                highlight=False,
+
+@dataclass
+class Loop:
+    """Ask, train, tell until the study holds ``opts.trials`` finished trials (across every
+    worker on the study), the timeout passes, or too many trials fail in a row."""
+
+    study: optuna.Study
+    trainer: Trainer
+    opts: RunOptions
+    progress: Progress
+    started: float
+    failures: int = 0
+    said_waiting: bool = False
+
+    def run(self) -> None:
+        while self._room():
+            self.trainer.interrupts.checkpoint()
+            trial = self._ask()
+            if trial is None:
+                continue
+            self._tell(trial, *self._train(trial))
+
+    def _room(self) -> bool:
+        """True when this worker should start a trial now; waits while other workers run the
+        study's last trials (their heartbeats going stale fails them, and the retry is ours)."""
+        while True:
+            counts = count_states(self.study)
+            done = finished(counts)
+            if done >= self.opts.trials:
+                return False
+            if (
+                self.opts.timeout is not None
+                and time.monotonic() - self.started > self.opts.timeout
+            ):
+                return False
+            if done + counts["running"] < self.opts.trials:
+                return True
+            if not self.said_waiting:
+                self.progress.note(
+                    f"waiting for {counts['running']} trial(s) running in other workers"
+                )
+                self.said_waiting = True
+            self._fail_stale()
+            with self.trainer.interrupts.training():  # Ctrl-C may end the wait at once
+                time.sleep(WAIT_SECONDS)
+
+    def _fail_stale(self) -> None:
+        if heartbeats_enabled(self.study._storage):
+            optuna.storages.fail_stale_trials(self.study)
+
+    def _ask(self) -> optuna.Trial | None:
+        """A new trial (or a waiting one: warm start, retry), or None if another worker took the
+        study's last slot between our count and our ask; that start is handed back as waiting."""
+        self._fail_stale()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = self.study.ask()
+        ahead = self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        if sum(t.number < trial.number for t in ahead) < self.opts.trials:
+            return trial
+        # Nothing was sampled or stored on it yet: it becomes an empty slot that the next
+        # `ask` of this study (a later, larger run) takes over.
+        self.study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        return None
+
+    def _train(self, trial: optuna.Trial) -> tuple[TrialState, float | None]:
+        storage = self.study._storage
+        lost = self.progress.heartbeat_lost
+        with Heartbeat(storage, trial._trial_id, on_lost=lost):
+            try:
+                return TrialState.COMPLETE, self.trainer(self.study, trial)
+            except optuna.TrialPruned:
+                return TrialState.PRUNED, None
+            except KeyboardInterrupt:
+                with self.trainer.interrupts.held():  # recorded whole, then the interrupt goes on
+                    trial.set_user_attr("fail_reason", "interrupted")
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            except Exception as exc:
+                if storage_failure(exc) is not None:
+                    raise
+                trial.set_user_attr("fail_reason", first_line(f"{type(exc).__name__}: {exc}"))
+                return TrialState.FAIL, None
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None) -> None:
+        with self.trainer.interrupts.held():
+            frozen = self.study.tell(trial, value, state=state, skip_if_finished=True)
+            self.progress.trial_done(self.study, frozen)
+        if state != TrialState.FAIL:
+            self.failures = 0
+            return
+        self.failures += 1
+        if self.failures >= MAX_CONSECUTIVE_FAILURES:
+            reason = frozen.user_attrs.get("fail_reason", "")
+            raise UserError(
+                f"{self.failures} trials failed in a row, the last with {reason}; "
+                "fix the cause and run again (the study is intact)"
             )
-        else:
-            default(args)
-
-    threading.excepthook = hook
 
 
-def _collect(into: list[FrozenTrial]):
-    return lambda _study, trial: into.append(trial)
-
-
-def run_study(opts: RunOptions, progress: Progress | None = None) -> RunSummary:
+def run_study(
+    opts: RunOptions, progress: Progress | None = None, hooks: Hooks | None = None
+) -> RunSummary:
     """Run trials until the study holds ``opts.trials`` finished ones (or the timeout passes)."""
-    _validate(opts)
-    # Our progress display replaces Optuna's per-trial log lines; failures keep their reason.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space_module = registry.get_space(opts.space)
-    registry.make_sampler(opts.sampler, 0)
-    registry.make_pruner(opts.pruner, opts.epochs)
+    space = registry.get_space(opts.space)
     device = resolve_device(opts.device)
     url = storage_url(opts.storage)
     # Data first: a missing data set must not leave an empty study behind.
     split = load_split(opts.data_dir, seed=opts.seed, train_limit=opts.train_limit)
     data = DeviceData(split, device, opts.precision, opts.compile)
     progress = progress or Progress(quiet=True)
-    _quiet_heartbeat_errors(progress)
+    hooks = hooks or NoHooks()
     start = time.monotonic()
     interrupted = False
     try:
-        study, created = open_study(opts.space, opts)
-        if opts.warm_start and created:
-            enqueue_warm_start(study, space_module, opts.trials)
-        progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
-        try:
-            _trial_loop(
-                study,
-                make_objective(study, space_module, data, opts, progress),
-                opts,
-                progress,
-                start,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            progress.stop()
+        with Interrupts() as interrupts:
+            study = prepare(opts, hooks)
+            progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
+            trainer = Trainer(opts, space, data, progress, hooks, interrupts)
+            try:
+                Loop(study, trainer, opts, progress, start).run()
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                progress.stop()
         return summarize(study, url, time.monotonic() - start, interrupted)
     except Exception as exc:
-        # A lost database can surface as another error raised while Optuna handles it
-        # (e.g. an UnboundLocalError in its trial bookkeeping); look down the chain.
+        # A lost database can surface as another error raised while Optuna handles it;
+        # look down the chain of causes.
         cause = storage_failure(exc)
         if cause is None:
             raise
         raise storage_lost(url, cause) from None
-
-
-def _trial_loop(study, objective, opts: RunOptions, progress: Progress, start: float) -> None:
-    consecutive_failures = 0
-    waiting_said = False
-    while True:
-        counts = count_states(study)
-        done = counts["complete"] + counts["pruned"]
-        if done >= opts.trials:
-            return
-        if opts.timeout is not None and time.monotonic() - start > opts.timeout:
-            return
-        if done + counts["running"] >= opts.trials:
-            # Other workers run the last trials; wait for them (or for their heartbeats to go
-            # stale, in which case their trials are failed and retried here).
-            if not waiting_said:
-                progress.note(f"waiting for {counts['running']} trial(s) running in other workers")
-                waiting_said = True
-            optuna.storages.fail_stale_trials(study)
-            time.sleep(2)
-            continue
-        finished: list[FrozenTrial] = []  # filled by the callback
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_collect(finished)])
-        last = finished[-1]
-        progress.trial_done(study, last)
-        reason = last.user_attrs.get("fail_reason", "")
-        if last.state == TrialState.FAIL and not reason.startswith("_Surplus"):
-            consecutive_failures += 1
-            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                raise UserError(
-                    f"{consecutive_failures} trials failed in a row, the last with {reason}; "
-                    "fix the cause and run again (the study is intact)"
-                )
-        else:
-            consecutive_failures = 0
 
 
 def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) -> RunSummary:
@@ -377,7 +487,7 @@ def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) 
     return RunSummary(
         study=study.study_name,
         storage=mask_password(url),
-        finished=counts["complete"] + counts["pruned"],
+        finished=finished(counts),
         complete=counts["complete"],
         pruned=counts["pruned"],
         failed=counts["fail"],
@@ -386,47 +496,3 @@ def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) 
         interrupted=interrupted,
         counts=counts,
     )
-
-
-# --- reading what is stored -------------------------------------------------------------------
-
-
-def load(name: str, storage: str | None = None) -> optuna.Study:
-    st = get_storage(storage, create=False)
-    if name not in optuna.get_all_study_names(st):
-        known = ", ".join(optuna.get_all_study_names(st)) or "none"
-        raise UserError(
-            f"no study {name!r} in {mask_password(storage_url(storage))} (studies: {known}); "
-            "`fmnist-search studies` lists them"
-        )
-    return optuna.load_study(study_name=name, storage=st)
-
-
-def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
-    st = get_storage(storage, create=False)
-    rows = []
-    for name in optuna.get_all_study_names(st):
-        study = optuna.load_study(study_name=name, storage=st)
-        counts = count_states(study)
-        try:
-            best = study.best_trial
-            best_loss, best_n = best.value, best.number
-        except ValueError:
-            best_loss, best_n = math.nan, None
-        rows.append(
-            {
-                "study": name,
-                "space": study.user_attrs.get("space"),
-                **counts,
-                "best_trial": best_n,
-                "best_val_loss": best_loss,
-                "best_val_accuracy": best_accuracy(study),
-            }
-        )
-    return rows
-
-
-def best_trials(study: optuna.Study, k: int = 1) -> list[FrozenTrial]:
-    """The k completed trials with the lowest validation loss."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value)[:k]

@@ -31,3 +31,15 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its class name when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_range(
+    option: str, value: float, low: float, high: float | None = None, above: bool = False
+) -> None:
+    """The range rule of a numeric option, worded as the command line's own parser words it
+    (``Invalid value for '--trials': 0 is not in the range x>=1.``), for library use too."""
+    bad_low = value < low or (above and value == low)
+    if bad_low or (high is not None and value > high):
+        left = f"{low}<" if above else f"{low}<="
+        bound = f"{left}x<={high}" if high is not None else f"x>{low}" if above else f"x>={low}"
+        raise UsageError(f"Invalid value for '{option}': {value} is not in the range {bound}.")

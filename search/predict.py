@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from search.checkpoint import Checkpoint
-from search.errors import UserError
+from search.errors import UserError, first_line
 from search.training import normalize
 
 SIZE = 28  # Fashion-MNIST's side, pixels
@@ -74,7 +74,7 @@ def open_image(path: str | Path) -> Image.Image:
             f"{path} is not an image Pillow can read: pass PNG, JPEG, GIF, WebP, BMP or TIFF"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(f"image {path} is damaged or truncated ({reason}); re-export it") from None
 
 

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from search.studies import best_accuracy, count_states
+
 
 class Progress:
     """Prints to stderr; ``quiet`` silences everything (library use, tests)."""
@@ -44,8 +46,6 @@ class Progress:
         )
 
     def _refresh_counts(self, study: Any) -> None:
-        from search.engine import best_accuracy, count_states
-
         self.counts = count_states(study)
         self.best_acc = best_accuracy(study)
 
@@ -68,6 +68,15 @@ class Progress:
     def note(self, message: str) -> None:
         if not self.quiet:
             self.console.print(self.prefix + message, markup=False, highlight=False)
+
+    def heartbeat_lost(self, exc: Exception) -> None:
+        """Called from the heartbeat thread: one line, not a traceback; the main loop stops with
+        the storage error at its next database call."""
+        self.console.print(
+            f"{self.prefix}warning: trial heartbeat lost the storage connection",
+            markup=False,
+            highlight=False,
+        )
 
     def trial_started(self, number: int, n_params: int, epochs: int) -> None:
         self.running = f"| trial {number} ({n_params:,} params) starting"

@@ -6,12 +6,27 @@ import importlib
 import math
 import pkgutil
 import traceback
-from collections.abc import Callable
-from types import ModuleType
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import optuna
 
 from search.errors import UsageError
+
+if TYPE_CHECKING:
+    from search.training import RunConfig
+
+
+class SearchSpace(Protocol):
+    """What a module ``spaces/NAME.py`` provides (see spaces/__init__.py)."""
+
+    KIND: str  # "mlp" or "cnn": the model family every config of the space builds
+    WARM_START: Mapping[str, RunConfig]  # named configs enqueued as a new study's first trials
+
+    def space(self, trial: optuna.Trial) -> RunConfig: ...
+
+    def to_params(self, config: RunConfig) -> dict[str, Any]: ...
+
 
 # --- samplers: name -> factory(seed) --------------------------------------------------------
 
@@ -74,6 +89,12 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
 }
 
 
+def choices(table: Mapping[str, Any]) -> str:
+    """The names of a table for help texts and errors: "a, b or c"."""
+    names = list(table)
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name not in SAMPLERS:
         raise UsageError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")
@@ -97,7 +118,7 @@ def list_spaces() -> list[str]:
     )
 
 
-def get_space(name: str) -> ModuleType:
+def get_space(name: str) -> SearchSpace:
     """Import ``spaces/NAME.py``; a clear error for unknown names and broken files."""
     if not name.isidentifier() or name.startswith("_"):
         raise UsageError(f"invalid space name {name!r}: use one of {', '.join(list_spaces())}")
@@ -118,7 +139,7 @@ def get_space(name: str) -> ModuleType:
             f"spaces/{name}.py failed to import ({type(exc).__name__}: {exc} at line "
             f"{where.lineno}); fix the file"
         ) from None
-    for attr in ("space", "to_params", "KIND"):
+    for attr in ("space", "to_params", "KIND", "WARM_START"):
         if not hasattr(module, attr):
             raise UsageError(f"spaces/{name}.py defines no {attr}: see spaces/__init__.py")
-    return module
+    return cast(SearchSpace, module)

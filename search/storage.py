@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from search.errors import UserError
+from search.errors import UserError, first_line
 
 ENV_STORAGE = "FMNIST_SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///studies.db"
@@ -56,7 +57,7 @@ def storage_failure(exc: BaseException | None) -> Exception | None:
 
 
 def storage_lost(url: str, exc: Exception) -> UserError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc)
     return UserError(
         f"lost the connection to storage {mask_password(url)} ({mask_password(reason)}); "
         "the study is intact: run the same command again once the database is back"
@@ -162,7 +163,7 @@ def get_storage(
         if scheme == "postgresql":
             make_url(url)  # a bad port or bracket fails here, not in a driver
     except (ValueError, sqlalchemy.exc.ArgumentError) as exc:
-        reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else "unparsable"
+        reason = mask_password(first_line(exc)) if str(exc).strip() else "unparsable"
         raise UserError(f"storage {shown!r} is not a valid URL ({reason}): {usage}", 2) from None
     # sqlite://x.db (two slashes) names no path: refuse it before a stray file gets made.
     if (
@@ -208,7 +209,48 @@ def get_storage(
     try:
         return _rdb_storage(url, engine_kwargs, hb)
     except Exception as exc:
-        reason = mask_password(str(exc).strip().splitlines()[0]) if str(exc) else type(exc).__name__
+        reason = mask_password(first_line(exc))
         raise UserError(
             f"cannot open storage {shown}: {reason}; check the URL, the server and the password"
         ) from None
+
+
+class Heartbeat:
+    """Beats for one running trial from a daemon thread, as ``study.optimize`` does for its own
+    trials (the ask-and-tell loop gets none from Optuna). A no-op on storages without heartbeats.
+
+    ``on_lost(exc)`` is called once if a beat fails on a lost database; the main loop then stops
+    with the storage error at its next call.
+    """
+
+    def __init__(self, storage: BaseStorage, trial_id: int, on_lost=None) -> None:
+        self.storage, self.trial_id, self.on_lost = storage, trial_id, on_lost
+        interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self.storage.record_heartbeat(self.trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except STORAGE_ERRORS as exc:
+                if self.on_lost is not None:
+                    self.on_lost(exc)
+                return
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def heartbeats_enabled(storage: BaseStorage) -> bool:
+    return isinstance(storage, RDBStorage) and bool(storage.get_heartbeat_interval())

@@ -1,56 +1,43 @@
-"""Commands that read the test split: report, evaluate, predict (registered on search.cli.app).
-
-Thin wrappers: the work is in search.report, search.checkpoint and search.predict.
-"""
+"""`fmnist-search report`, `evaluate` and `predict`: the commands that read the test split."""
 
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from search.cli import (
+from search.cli.common import (
     DataDirOpt,
     Device,
+    JsonOpt,
+    ModelOpt,
     Precision,
     PrecisionOpt,
     StorageOpt,
     TrainLimitOpt,
-    app,
     cli_errors,
+    command_line,
     err,
     out,
     sigterm_as_interrupt,
 )
 
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--model",
-        help="A checkpoint (best.pt). Default: the newest reports/*/best.pt.",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+app = typer.Typer()
 
 
 @app.command()
 @cli_errors
 def report(
     study: Annotated[str, typer.Option(help="Study name.")],
-    top: Annotated[int, typer.Option(min=1, help="Best completed trials to re-train.")] = 3,
-    seeds: Annotated[int, typer.Option(min=1, help="Re-trainings per trial, one seed each.")] = 3,
+    top: Annotated[int, typer.Option(help="Best completed trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(help="Re-trainings per trial, one seed each.")] = 3,
     epochs: Annotated[
         int | None,
         typer.Option(
-            min=1,
-            help="Epochs per re-training. Default: each trial's own budget.",
-            show_default=False,
+            help="Epochs per re-training. Default: each trial's own budget.", show_default=False
         ),
     ] = None,
     storage: StorageOpt = None,
@@ -65,7 +52,6 @@ def report(
     jobs: Annotated[
         int | None,
         typer.Option(
-            min=1,
             help="Re-trainings at once, each in its own process with an equal share of the "
             "cores. Default: 2 on a CPU with 2+ cores, 1 on a GPU.",
             show_default=False,
@@ -76,9 +62,7 @@ def report(
     ] = False,
 ) -> None:
     """Re-train a study's best trials from scratch, score them on the test set, write a report."""
-    from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
-    from search.report import out_dir as report_out
-    from search.storage import mask_password
+    from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report, out_dir
 
     opts = ReportOptions(
         study=study,
@@ -92,37 +76,36 @@ def report(
         precision=precision.value,
         data_dir=data_dir,
         jobs=jobs,
-        # Shown in the report and the study's note: never a storage password.
-        command=mask_password(shlex.join(["fmnist-search", *sys.argv[1:]])),
+        command=command_line(),  # shown in the report and the study's note
     )
     sigterm_as_interrupt()
     try:
         folder, r = make_report(opts, RetrainProgress(quiet=quiet))
     except KeyboardInterrupt:
         err.print(
-            f"interrupted: no report written; {report_out(opts)} is as it was",
+            f"interrupted: no report written; {out_dir(opts)} is as it was",
             highlight=False,
             markup=False,
         )
         raise typer.Exit(130) from None
     if quiet:  # --quiet drops the progress lines, not what the user must know
-        for note in r["notes"]:
+        for note in r.notes:
             err.print(f"note: {note}", highlight=False, markup=False)
     table = Table("model", "params", "val acc", "test acc", "test loss")
-    for m in r["models"]:
-        s = m["summary"]
+    for m in r.models:
+        s = m.summary
         table.add_row(
-            m["label"],
-            fmt(m["n_params"]),
-            fmt_ms(s["val_accuracy"]),
-            fmt_ms(s["test_accuracy"]),
-            fmt_ms(s["test_loss"]),
+            m.label,
+            fmt(m.n_params),
+            fmt_ms(s.val_accuracy),
+            fmt_ms(s.test_accuracy),
+            fmt_ms(s.test_loss),
         )
     out.print(table)
-    b = r["best"]
+    b = r.best
     out.print(
-        f"best.pt: {b['label']} seed {b['seed']} (lowest validation loss), test accuracy "
-        f"{fmt(b['test_accuracy'])}\nreport written to {folder}/ (report.md, index.html, "
+        f"best.pt: {b.label} seed {b.seed} (lowest validation loss), test accuracy "
+        f"{fmt(b.test_accuracy)}\nreport written to {folder}/ (report.md, index.html, "
         "results.json, best.pt, figures)",
         highlight=False,
     )
@@ -215,34 +198,3 @@ def predict(
     for p in preds:
         shown = ", ".join(f"{c} {v:.1%}" for c, v in p.top)
         out.print(f"{p.image}: {shown}", highlight=False, markup=False)
-
-
-# The dashboard reads no test data; it lives here beside `report`, whose output it also shows.
-@app.command()
-@cli_errors
-def dashboard(
-    storage: StorageOpt = None,
-    host: Annotated[
-        str, typer.Option(help="Address to listen on; anything but loopback is reachable.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8080,
-    artifacts: Annotated[
-        Path | None,
-        typer.Option(
-            "--artifacts",
-            envvar="FMNIST_SEARCH_ARTIFACTS",
-            help="Artifact folder. Default: artifacts/ beside the SQLite file, else ./artifacts.",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Watch the studies live in optuna-dashboard: notes, learning curves, trial artifacts."""
-    from search import dashboard as board
-
-    server = board.make_server(storage, host, port, artifacts)
-    warning = board.exposure_warning(server.server_address[0])
-    if warning:
-        err.print(warning, highlight=False, markup=False, soft_wrap=True)
-    sigterm_as_interrupt()
-    out.print(board.describe(server, storage, artifacts), highlight=False, markup=False)
-    board.serve(server)

@@ -1,0 +1,100 @@
+"""`fmnist-search run`: run or resume a study."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from search.cli.common import (
+    CompileOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Precision,
+    PrecisionOpt,
+    StorageOpt,
+    TrainLimitOpt,
+    cli_errors,
+    command_line,
+    fmt,
+    out,
+    sigterm_as_interrupt,
+)
+from search.registry import PRUNERS, SAMPLERS, choices
+
+app = typer.Typer()
+
+
+@app.command()
+@cli_errors
+def run(
+    space: Annotated[str, typer.Option(help="Search space: spaces/NAME.py.")] = "cnn",
+    trials: Annotated[
+        int, typer.Option(help="Finished trials the study should hold in total.")
+    ] = 50,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space).")] = None,
+    storage: StorageOpt = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Start no new trial after this many seconds.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Epoch budget per trial.")] = 15,
+    sampler: Annotated[str, typer.Option(help=f"{choices(SAMPLERS)}.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help=f"{choices(PRUNERS)}.")] = "hyperband",
+    seed: Annotated[int, typer.Option(help="Study seed: split, sampler and trial seeds.")] = 42,
+    device: DeviceOpt = Device.auto,
+    train_limit: TrainLimitOpt = None,
+    warm_start: Annotated[
+        bool, typer.Option(help="Enqueue the seed's best models as a new study's first trials.")
+    ] = True,
+    data_dir: DataDirOpt = None,
+    jobs: Annotated[
+        int,
+        typer.Option(help="Local worker processes on this study (CPU cores split; GPU shared)."),
+    ] = 1,
+    precision: PrecisionOpt = Precision.auto,
+    compile_model: CompileOpt = False,
+) -> None:
+    """Run (or resume) a study until it holds --trials finished trials."""
+    from search.dashboard import DashboardHooks
+    from search.engine import RunOptions
+    from search.workers import run_jobs
+
+    sigterm_as_interrupt()
+    opts = RunOptions(
+        space=space,
+        trials=trials,
+        study=study,
+        storage=storage,
+        timeout=timeout,
+        epochs=epochs,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        device=device.value,
+        precision=precision.value,
+        compile=compile_model,
+        train_limit=train_limit,
+        warm_start=warm_start,
+        data_dir=data_dir,
+        jobs=jobs,
+        command=command_line(),  # stored with the study and shown in its dashboard note
+    )
+    summary = run_jobs(opts, hooks=DashboardHooks(storage))
+    head = "interrupted" if summary.interrupted else "done"
+    out.print(
+        f"{head}: study {summary.study!r} holds {summary.finished} finished trials "
+        f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed) on "
+        f"{summary.storage}; this run took {summary.seconds / 60:.1f} min",
+        highlight=False,
+    )
+    if summary.best:
+        b = summary.best
+        n_params = "-" if b.n_params is None else f"{b.n_params:,}"  # trials not ours
+        out.print(
+            f"best: trial {b.number} val loss {fmt(b.val_loss)} "
+            f"val accuracy {fmt(b.val_accuracy)} ({n_params} params)",
+            highlight=False,
+        )
+    if summary.interrupted:
+        raise typer.Exit(130)
