@@ -12,7 +12,6 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,9 @@ def _plain(value: Any) -> Any:
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("fmnist-search")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    from search import __version__
+
+    return __version__
 
 
 def save(

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.data import NUM_CLASSES
 from search.errors import InvalidConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -29,7 +30,6 @@ POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 _COMMUTES_WITH_MAX = frozenset({"relu", "tanh", "sigmoid", "none"})
 REGULARIZERS = ("bn", "dropout", "none")
 IMAGE_SIZE = 28
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ def _worker_main(
 ) -> None:
     import torch
 
+    from search.logs import quiet_libraries
+
+    quiet_libraries()  # a spawned interpreter starts with the libraries' defaults
     torch.set_num_threads(threads)
     if on_interrupt == "terminate":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
