@@ -47,10 +47,9 @@ def leftover_kind(entry: str, name: str) -> str | None:
 
     ``link`` is a temporary symbolic link made by older versions, which swapped links.
     """
-    found = re.fullmatch(
-        rf"\.{re.escape(name)}\.(?:(\d{{8}}-\d{{6}}-[A-Za-z0-9_]+)|({OLD}|{DELETING}|{LINK})-\d+-\d+)",
-        entry,
-    )
+    staging = r"(\d{8}-\d{6}-[A-Za-z0-9_]+)"  # date-time-random, as staging_folder names it
+    other = rf"({OLD}|{DELETING}|{LINK})-\d+-\d+"  # kind-pid-nanoseconds
+    found = re.fullmatch(rf"\.{re.escape(name)}\.(?:{staging}|{other})", entry)
     if found is None:
         return None
     return STAGING if found[1] else found[2]

@@ -130,7 +130,9 @@ def map_in_processes(
     """``work(state, item)`` for every item in ``jobs`` spawned workers; outcomes in item order.
 
     ``work`` and ``setup`` must be picklable (module-level functions or ``functools.partial``
-    of them). A worker that dies without a result (killed, out of memory) fails its item.
+    of them), and so must the results: plain data, with tensors as ``torch.save`` bytes (a
+    tensor sent as is arrives as a shared-memory handle that closes when its worker exits).
+    A worker that dies without a result (killed, out of memory) fails its item.
     Raises KeyboardInterrupt after an interrupt in ``"terminate"`` mode; in ``"wait"`` mode
     the outcomes of interrupted items carry ``interrupted=True``.
     """
@@ -168,7 +170,8 @@ def map_in_processes(
             if p.is_alive() and on_interrupt == "terminate":
                 p.terminate()
         for p in procs:
-            p.join(timeout=30)
+            if p.pid is not None:  # a worker that failed to start has nothing to join
+                p.join(timeout=30)
         lines.put(None)
         printer.join(timeout=5)
     lost = Failure("WorkerDied", "a worker process ended without a result (killed?)")

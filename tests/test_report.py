@@ -6,7 +6,9 @@ and shared; the slow tests train on the real Fashion-MNIST files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -21,13 +23,29 @@ import optuna
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from search import checkpoint, data, plots, report
-from search.cli import app
+from search import checkpoint, data, folders, plots, training
 from search.data import CLASSES, NUM_CLASSES
 from search.engine import RunOptions, run_study
-from search.errors import UsageError
+from search.errors import UsageError, UserError
+from search.models import get_preset
+from search.report import (
+    Best,
+    ReportOptions,
+    RetrainProgress,
+    dashboard_summary,
+    default_jobs,
+    from_dict,
+    importances,
+    optimization_history,
+    options,
+    results,
+    retrain,
+    write,
+    writer,
+)
+from search.report import compute as compute_module
+from search.training import RunConfig, TrainConfig
 
 FIGURES = [
     "learning_curves.png",
@@ -35,28 +53,20 @@ FIGURES = [
     "per_class_accuracy.png",
     "optimization_history.png",
 ]
-runner = CliRunner()
 
-pytestmark = pytest.mark.skipif(
-    not data.DEBIAN_DIR.is_dir() and not os.environ.get(data.ENV_DATA_DIR),
-    reason="Fashion-MNIST files are not installed",
-)
+pytestmark = pytest.mark.needs_data
 
 
 QUICK = ("--train-limit", 1000, "--epochs", 1, "--seeds", 1, "--quiet")  # for re-runs
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def report_cnn(url: str, *args):
+def report_cnn(cli, url: str, *args):
     """`fmnist-search report` on the tiny study ("cnn", the space's default name)."""
-    return invoke("report", "--study", "cnn", "--storage", url, *args)
+    return cli("report", "--study", "cnn", "--storage", url, *args)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (following the report link), by relative path."""
+    """Every file under ``folder``, by relative path."""
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
@@ -66,11 +76,47 @@ def hidden_entries(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
+class TrappedTestSplit:
+    """A copy of the data folder whose test files fail loudly when read, until disarmed.
+
+    Reaches spawned worker processes too: they find the folder through $FMNIST_DATA_DIR, which
+    they inherit, where monkeypatching in this process would not reach them.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.real = data.find_data_dir(download=False)
+        self.folder = folder
+        folder.mkdir()
+        for stem in data.FILES["train"]:
+            source = next(self.real.glob(f"{stem}*"))
+            (folder / source.name).symlink_to(source)
+
+    def arm(self) -> None:
+        for stem in data.FILES["test"]:
+            self._remove(stem)
+            (self.folder / f"{stem}.gz").write_bytes(b"trap: the test split was read\n")
+
+    def disarm(self) -> None:
+        for stem in data.FILES["test"]:
+            self._remove(stem)
+            source = next(self.real.glob(f"{stem}*"))
+            (self.folder / source.name).symlink_to(source)
+
+    def _remove(self, stem: str) -> None:
+        for p in self.folder.glob(f"{stem}*"):
+            p.unlink()
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 3-trial study run while the test split is booby-trapped, then its report via the CLI."""
+def tiny(tmp_path_factory, cli):
+    """A 3-trial study run while the test split is booby-trapped, then its report via the CLI,
+    re-trained by two worker processes while the test files are still trapped."""
     root = tmp_path_factory.mktemp("tiny")
     url = f"sqlite:///{root}/s.db"
+    trap = TrappedTestSplit(root / "data")
+    trap.arm()
+    with pytest.raises(UserError, match="unreadable or truncated"):  # the trap does bite
+        data.load_test(trap.folder)
     parts_read: list[str] = []
     real_load = data.load_images_labels
 
@@ -85,6 +131,7 @@ def tiny(tmp_path_factory):
         raise AssertionError("the search read the test split")
 
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(data.ENV_DATA_DIR, str(trap.folder))
         mp.setattr(data, "load_images_labels", guarded_load)
         mp.setattr(data, "load_test", no_test)
         summary = run_study(
@@ -92,9 +139,22 @@ def tiny(tmp_path_factory):
                 space="cnn", trials=3, epochs=1, train_limit=2000, storage=url, warm_start=True
             )
         )
+
+    scorings = []  # (worker processes still alive) each time the report read the test split
+    real_load_test = compute_module.load_test
+
+    def load_test_once_trained(*args, **kwargs):
+        scorings.append(multiprocessing.active_children())
+        trap.disarm()
+        return real_load_test(*args, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        result = report_cnn(url, "--train-limit", 2000, "--epochs", 1, "--seeds", 2, "--top", 2)
+        mp.setenv(data.ENV_DATA_DIR, str(trap.folder))
+        mp.setattr(compute_module, "load_test", load_test_once_trained)
+        result = report_cnn(
+            cli, url, "--train-limit", 2000, "--epochs", 1, "--seeds", 2, "--top", 2, "--jobs", 2
+        )
     folder = root / "reports" / "cnn"
     results = json.loads((folder / "results.json").read_text()) if result.exit_code == 0 else None
     return SimpleNamespace(
@@ -102,6 +162,7 @@ def tiny(tmp_path_factory):
         url=url,
         summary=summary,
         parts_read=parts_read,
+        scorings=scorings,
         result=result,
         folder=folder,
         results=results,
@@ -123,10 +184,22 @@ def test_trials_never_read_the_test_split(tiny):
 
 
 @pytest.mark.slow
+def test_report_workers_never_read_the_test_split(tiny):
+    # Two spawned workers re-trained while the test files were trapped; a read would have
+    # failed the report. The parent read them once, after every worker had ended.
+    assert tiny.result.exit_code == 0, tiny.result.output
+    settings = tiny.results["settings"]
+    assert settings["jobs"] == 2
+    assert f"re-training {2 * settings['top']} runs, 2 at a time" in tiny.result.stderr
+    assert tiny.scorings == [[]]
+
+
+@pytest.mark.slow
 def test_report_writes_every_file(tiny):
     assert tiny.result.exit_code == 0, tiny.result.output
     assert "report written to" in tiny.result.stdout
     assert re.search(r"epoch 1/1: train loss", tiny.result.stderr)  # progress, on stderr
+    assert tiny.folder.is_dir() and not tiny.folder.is_symlink()  # tar and cp -r copy it
     names = {p.name for p in tiny.folder.iterdir()}
     assert {"report.md", "index.html", "results.json", "best.pt", *FIGURES} <= names
     for fig in FIGURES:
@@ -135,6 +208,23 @@ def test_report_writes_every_file(tiny):
     assert tiny.results["study"]["importances"] is None
     assert "param_importances.png" not in names
     assert "parameter importances skipped" in (tiny.folder / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_results_json_is_the_dataclasses_serialised(tiny):
+    text = (tiny.folder / "results.json").read_text()
+    r = from_dict(json.loads(text))
+    assert json.dumps(dataclasses.asdict(r), indent=1) + "\n" == text
+    assert r.best.label == tiny.results["best"]["label"]
+    assert r.models[0].summary.test_accuracy.n == 2
+
+
+def test_the_results_docstring_names_every_field():
+    classes = [c for c in vars(results).values() if dataclasses.is_dataclass(c)]
+    assert results.Results in classes
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            assert f.name in results.__doc__, f"{cls.__name__}.{f.name}"
 
 
 @pytest.mark.slow
@@ -165,13 +255,23 @@ def test_results_agree_with_their_confusion_matrices(tiny):
     assert r["best"]["test_accuracy"] == run["test"]["accuracy"]
 
 
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 2), (16, 2)])
+def test_default_jobs_are_two_on_a_cpu_with_two_cores_and_one_on_a_gpu(
+    monkeypatch, cores, expected
+):
+    monkeypatch.setattr(retrain.os, "cpu_count", lambda: cores)
+    assert default_jobs(torch.device("cpu"), 4) == expected
+    assert default_jobs(torch.device("cpu"), 1) == 1  # one run: one process
+    assert default_jobs(torch.device("cuda"), 4) == 1
+
+
 @pytest.mark.slow
-def test_runs_side_by_side_train_what_one_at_a_time_trains(tiny, tmp_path):
-    parallel = tiny.results  # 4 runs: two worker processes on a CPU with 2+ cores
-    assert parallel["settings"]["jobs"] == report.default_jobs(torch.device("cpu"), 4)
+def test_runs_side_by_side_train_what_one_at_a_time_trains(tiny, cli, tmp_path):
+    parallel = tiny.results  # 4 runs in two worker processes (--jobs 2), whatever the cores
+    assert parallel["settings"]["jobs"] == 2
     out = tmp_path / "serial"
     result = report_cnn(
-        tiny.url, "--train-limit", 2000, "--epochs", 1, "--seeds", 2, "--top", 2,
+        cli, tiny.url, "--train-limit", 2000, "--epochs", 1, "--seeds", 2, "--top", 2,
         "--jobs", 1, "--quiet", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -187,6 +287,38 @@ def test_runs_side_by_side_train_what_one_at_a_time_trains(tiny, tmp_path):
     for (_, a), (_, b) in zip(runs(serial), runs(parallel), strict=True):
         for part in ("train", "val", "test"):
             assert a[part]["accuracy"] == pytest.approx(b[part]["accuracy"], abs=0.005)
+
+
+def test_a_diverged_run_is_a_note_not_a_crash(replace_training, cpu_data):
+    cfg = RunConfig(get_preset("4L_512H_256H_128H_64H_relu"), TrainConfig(epochs=1))
+    study = optuna.create_study()
+    for value in (0.5, 0.6):  # trials 0 and 1
+        trial = optuna.trial.create_trial(value=value, user_attrs={"config": cfg.to_dict()})
+        study.add_trial(trial)
+    seeds = {(t, i): retrain.retrain_seed(42, t, i) for t in (0, 1) for i in (0, 1)}
+    diverging = {seeds[0, 1], seeds[1, 0], seeds[1, 1]}  # one of trial 0's runs, all of trial 1's
+    nan = "training loss became nan in epoch 1"
+    real_train = training.train
+
+    def train(config, data, seed, on_epoch=None):
+        if seed in diverging:
+            raise training.Diverged(nan)
+        return real_train(config, data, seed, on_epoch)
+
+    replace_training(train)
+    opts, notes = ReportOptions(study="s", seeds=2), []
+    progress = RetrainProgress(quiet=True)
+    models, trained = retrain.retrain(study.trials, opts, cpu_data, 42, progress, notes, jobs=1)
+    assert [m.trial for m in models] == [0] and [t.run.seed for t in trained] == [seeds[0, 0]]
+    assert [r.seed for r in models[0].runs] == [seeds[0, 0]]
+    assert models[0].failed_runs == [results.FailedRun(seeds[0, 1], f"diverged: {nan}")]
+    assert notes == [
+        f"trial {t} with seed {seeds[t, i]} diverged ({nan}); left out"
+        for t, i in ((0, 1), (1, 0), (1, 1))
+    ] + ["trial 1 is left out: every re-training diverged"]
+    diverging.add(seeds[0, 0])
+    with pytest.raises(UserError, match="every re-training diverged"):
+        retrain.retrain(study.trials, opts, cpu_data, 42, progress, [], jobs=1)
 
 
 def _children(pid: int) -> set[int]:
@@ -232,6 +364,7 @@ def test_interrupting_side_by_side_retraining_stops_every_worker(tiny, tmp_path,
         time.sleep(0.2)
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
     assert not out.exists()
+    assert hidden_entries(tmp_path) == []  # no half-written folder beside it
 
 
 def _row(md: str, first_cell: str) -> list[str]:
@@ -277,17 +410,36 @@ def test_markdown_and_html_show_the_numbers_of_results_json(tiny):
     n_images = md.count("](") - md.count("](http")
     assert page.count('src="data:image/png;base64,') == n_images == len(FIGURES)
     assert not re.search(r'src="[^"]*\.png"', page)
+    # ... and every caption stays visible beneath its figure.
+    for caption in re.findall(r"!\[([^\]]*)\]\(", md):
+        assert f"<em>{caption}</em>" in page
+    assert "<h2>Best model (best.pt)</h2>" in page and "<script" not in page
 
 
 @pytest.mark.slow
-def test_best_pt_loads_with_weights_only_and_reproduces_its_score(tiny, test_split):
+def test_the_dashboard_summary_is_the_results_and_best_model_sections(tiny):
+    r = from_dict(tiny.results)
+    md = (tiny.folder / "report.md").read_text()
+    summary = dashboard_summary(r)
+    head = f"## Report of {r.created}\n\n`{r.command}`: the top {r.settings.top} trials of `cnn`"
+    assert summary.startswith(head)
+    assert "\n### Results\n" in summary and "\n### Best model (best.pt)\n" in summary
+    assert "## Per-class" not in summary
+    in_md = md.split("## Results\n", 1)[1].split("## Per-class")[0]
+    in_summary = summary.split("### Results\n", 1)[1]
+    assert in_summary.rstrip() == in_md.replace("## Best model", "### Best model").rstrip()
+
+
+@pytest.mark.slow
+def test_best_pt_loads_with_weights_only_and_reproduces_its_score(tiny, cli, test_split):
     path = tiny.folder / "best.pt"
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == checkpoint.FORMAT and raw["classes"] == list(CLASSES)
     assert raw["space"] == "cnn" and {"torch", "optuna", "python"} <= set(raw["versions"])
     assert set(raw["normalization"]) == {"mean", "std"}
     assert raw["config"]["train"]["epochs"] == 1
-    result = invoke("evaluate", "--model", path, "--json")
+    assert raw["meta"] == tiny.results["best"]
+    result = cli("evaluate", "--model", path, "--json")
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     assert scored["test_accuracy"] == pytest.approx(tiny.results["best"]["test_accuracy"], abs=2e-4)
@@ -296,14 +448,14 @@ def test_best_pt_loads_with_weights_only_and_reproduces_its_score(tiny, test_spl
 
 
 @pytest.mark.slow
-def test_predict_finds_the_report_model_by_default(tiny, test_split, monkeypatch):
+def test_predict_finds_the_report_model_by_default(tiny, cli, test_split, monkeypatch):
     x, _ = test_split
     monkeypatch.chdir(tiny.root)
     paths = []
     for i in range(5):
         paths.append(tiny.root / f"img{i}.png")
         Image.fromarray(x[i].numpy()).save(paths[-1])
-    result = invoke("predict", *paths, "--json", "--top", 3)
+    result = cli("predict", *paths, "--json", "--top", 3)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert Path(out["model"]).resolve() == (tiny.folder / "best.pt").resolve()
@@ -316,10 +468,10 @@ def test_predict_finds_the_report_model_by_default(tiny, test_split, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def second(tiny):
+def second(tiny, cli):
     """A second report into its own folder, asking for more trials than the study holds."""
     out = tiny.root / "second"
-    first = report_cnn(tiny.url, *QUICK, "--top", 10, "--out", out)
+    first = report_cnn(cli, tiny.url, *QUICK, "--top", 10, "--out", out)
     assert first.exit_code == 0, first.output
     return SimpleNamespace(
         out=out,
@@ -339,7 +491,9 @@ def test_top_larger_than_the_completed_trials_uses_what_exists(tiny, second):
 
 
 @pytest.mark.slow
-def test_rerunning_replaces_the_report_and_a_failure_leaves_it_intact(tiny, second, monkeypatch):
+def test_rerunning_replaces_the_report_and_a_failure_leaves_it_intact(
+    tiny, cli, second, monkeypatch
+):
     out = second.out
     assert snapshot(out) == second.before
 
@@ -348,19 +502,24 @@ def test_rerunning_replaces_the_report_and_a_failure_leaves_it_intact(tiny, seco
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(plots, "per_class_accuracy", disk_full)
-    failed = report_cnn(tiny.url, *QUICK, "--top", 1, "--out", out)
+    failed = report_cnn(cli, tiny.url, *QUICK, "--top", 1, "--out", out)
     assert failed.exit_code != 0 and "disk full" in str(failed.exception)
     assert snapshot(out) == second.before
-    assert len(hidden_entries(out.parent)) == 1  # only the live report; the staging is gone
+    assert hidden_entries(out.parent) == []  # the staging folder is gone
     monkeypatch.undo()
     # A clean re-run replaces it, and the old folder goes.
-    old_target = os.readlink(out)
-    again = report_cnn(tiny.url, *QUICK, "--top", 1, "--out", out)
+    old_inode = out.stat().st_ino
+    again = report_cnn(cli, tiny.url, *QUICK, "--top", 1, "--out", out)
     assert again.exit_code == 0, again.output
     new = json.loads((out / "results.json").read_text())
     assert new["settings"]["top_requested"] == 1 and len(new["models"]) == 1
-    assert os.readlink(out) != old_target and not (out.parent / old_target).exists()
-    assert hidden_entries(out.parent) == [os.readlink(out)]
+    assert out.is_dir() and not out.is_symlink() and out.stat().st_ino != old_inode
+    assert hidden_entries(out.parent) == []
+
+
+def _best_of(folder: Path) -> Best:
+    ckpt = checkpoint.load(folder / "best.pt")
+    return Best(ckpt.model, ckpt.config, ckpt.mean, ckpt.std, ckpt.space, ckpt.meta)
 
 
 @pytest.mark.slow
@@ -370,83 +529,96 @@ def test_interrupted_write_leaves_the_previous_report_whole(
     tiny, tmp_path, monkeypatch, where, exc
 ):
     # Rebuild the inputs of `write` from the tiny report, so no training is needed here.
-    results = tiny.results
-    ckpt = checkpoint.load(tiny.folder / "best.pt")
-    best = report.Best(ckpt.model, ckpt.config, ckpt.mean, ckpt.std, ckpt.space, ckpt.meta)
+    r = from_dict(tiny.results)
+    best = _best_of(tiny.folder)
     final = tmp_path / "reports" / "r"
-    report.write(results, best, final)
+    write(r, best, final)
     before = snapshot(final)
 
     def boom(*args, **kwargs):
         raise exc("interrupted")
 
     if where == "writing":
-        monkeypatch.setattr(report, "render_html", boom)  # the last file written
+        monkeypatch.setattr(writer, "render_html", boom)  # the last file written
     else:
-        real = os.replace
+        real = os.rename
 
-        def replace(src, dst, *a, **k):  # the atomic step itself fails
-            if Path(dst) == final:
+        def rename(src, dst, *a, **k):  # renaming the new folder in fails (not the old back)
+            if Path(dst) == final and folders.leftover_kind(Path(src).name, "r") == "staging":
                 boom()
             return real(src, dst, *a, **k)
 
-        monkeypatch.setattr(report.os, "replace", replace)
+        monkeypatch.setattr(folders.os, "rename", rename)
     with pytest.raises(exc):
-        report.write(results, best, final)
+        write(r, best, final)
     assert snapshot(final) == before
-    assert hidden_entries(final.parent) == [os.readlink(final)]
+    assert final.is_dir() and not final.is_symlink()
+    assert hidden_entries(final.parent) == []
 
 
 @pytest.mark.slow
-def test_without_symlinks_folders_are_renamed_and_later_migrated(tiny, tmp_path, monkeypatch):
-    ckpt = checkpoint.load(tiny.folder / "best.pt")
-    best = report.Best(ckpt.model, ckpt.config, ckpt.mean, ckpt.std, ckpt.space, ckpt.meta)
+def test_a_symlinked_report_of_older_versions_becomes_a_real_folder(tiny, tmp_path):
+    r, best = from_dict(tiny.results), _best_of(tiny.folder)
     final = tmp_path / "r"
 
-    def write(i: int) -> None:
-        report.write({**tiny.results, "command": f"run {i}"}, best, final)
+    def write_run(i: int) -> None:
+        write(dataclasses.replace(r, command=f"run {i}"), best, final)
         assert json.loads((final / "results.json").read_text())["command"] == f"run {i}"
 
-    def no_symlinks(*args, **kwargs):
-        raise OSError("symbolic links are not allowed here")
-
-    with monkeypatch.context() as mp:
-        mp.setattr(report.os, "symlink", no_symlinks)
-        write(1)
-        assert final.is_dir() and not final.is_symlink()
-        write(2)  # rename aside, rename in, delete the old
-        assert not final.is_symlink() and hidden_entries(tmp_path) == []
-    write(3)  # a real folder of ours becomes a link to a hidden folder
-    assert final.is_symlink() and hidden_entries(tmp_path) == [os.readlink(final)]
+    write_run(1)
+    assert final.is_dir() and not final.is_symlink() and hidden_entries(tmp_path) == []
+    # As older versions left it: a link to a hidden folder holding the report.
+    legacy = tmp_path / ".r.20250101-120000-abcd1234"
+    final.rename(legacy)
+    final.symlink_to(legacy.name, target_is_directory=True)
+    write_run(2)
+    assert final.is_dir() and not final.is_symlink()
+    assert hidden_entries(tmp_path) == []  # the old link's folder went with it
 
 
 def test_write_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(UsageError, match="not an fmnist-search report"):
-        report.check_out(tmp_path / "mine")
+        options.check_out(tmp_path / "mine")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="is a file"):
-        report.check_out(tmp_path / "file")
-    report.check_out(tmp_path / "absent")  # fine: nothing to replace
+        options.check_out(tmp_path / "file")
+    options.check_out(tmp_path / "absent")  # fine: nothing to replace
 
 
-def test_leftover_patterns_never_match_another_reports_folders():
-    assert report._ours(".cnn.20250101-120000-ab_c9", "cnn")
-    assert report._ours(".cnn.link-12-34", "cnn")
-    assert not report._ours(".cnn.v2.20250101-120000-abc", "cnn")
-    assert not report._ours("cnn", "cnn")
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("top", 0, "Invalid value for '--top': 0 is not in the range x>=1."),
+        ("seeds", -1, "Invalid value for '--seeds': -1 is not in the range x>=1."),
+        ("jobs", 0, "Invalid value for '--jobs': 0 is not in the range x>=1."),
+        ("epochs", 0, "Invalid value for '--epochs': 0 is not in the range x>=1."),
+    ],
+)
+def test_options_are_checked_when_made(field, value, message):
+    with pytest.raises(UsageError) as info:
+        ReportOptions(study="s", **{field: value})
+    assert str(info.value) == message and info.value.exit_code == 2
+
+
+def test_the_default_folder_is_under_predicts_reports_folder():
+    from search.predict import REPORTS
+
+    assert options.out_dir(ReportOptions(study="cnn")) == REPORTS / "cnn"
+    assert options.out_dir(ReportOptions(study="a/b c")) == REPORTS / "a_b_c"
+    assert options.out_dir(ReportOptions(study="..")) == REPORTS / "study"
 
 
 @pytest.mark.slow
-def test_missing_study_is_a_one_line_error(tiny):
-    result = invoke("report", "--study", "nope", "--storage", tiny.url)
+def test_missing_study_is_a_one_line_error(tiny, cli):
+    result = cli("report", "--study", "nope", "--storage", tiny.url)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no study 'nope'")
     assert "Traceback" not in result.output
     optuna.create_study(study_name="empty", storage=tiny.url)
-    result = invoke("report", "--study", "empty", "--storage", tiny.url)
+    result = cli("report", "--study", "empty", "--storage", tiny.url)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "error: study 'empty' has no completed trial yet: run `fmnist-search run --study empty` "
@@ -463,9 +635,9 @@ def _toy_study(n: int) -> optuna.Study:
 
 
 def test_importances_need_enough_trials_and_are_plotted(tmp_path):
-    values, note = report.importances(_toy_study(3))
+    values, note = importances(_toy_study(3))
     assert values is None and "at least" in note
-    values, note = report.importances(_toy_study(30))
+    values, note = importances(_toy_study(30))
     assert note is None and max(values, key=values.get) == "x"
     assert sum(values.values()) == pytest.approx(1)
     path = plots.param_importances(values, tmp_path / "imp.png")
@@ -473,6 +645,6 @@ def test_importances_need_enough_trials_and_are_plotted(tmp_path):
 
 
 def test_optimization_history_tracks_the_best_so_far():
-    history = report.optimization_history(_toy_study(8))
-    values = [h["value"] for h in history]
-    assert [h["best_so_far"] for h in history] == list(np.minimum.accumulate(values))
+    history = optimization_history(_toy_study(8))
+    values = [h.value for h in history]
+    assert [h.best_so_far for h in history] == list(np.minimum.accumulate(values))

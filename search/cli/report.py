@@ -62,7 +62,8 @@ def report(
     ] = False,
 ) -> None:
     """Re-train a study's best trials from scratch, score them on the test set, write a report."""
-    from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report, out_dir
+    from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
+    from search.report import out_dir as report_out
 
     opts = ReportOptions(
         study=study,
@@ -83,7 +84,7 @@ def report(
         folder, r = make_report(opts, RetrainProgress(quiet=quiet))
     except KeyboardInterrupt:
         err.print(
-            f"interrupted: no report written; {out_dir(opts)} is as it was",
+            f"interrupted: no report written; {report_out(opts)} is as it was",
             highlight=False,
             markup=False,
         )

@@ -26,9 +26,7 @@ def summarize(runs: Sequence[Run]) -> Summary:
     tests = [r.test for r in runs]
     if any(t is None for t in tests):
         raise ValueError("summarize needs runs scored on the test set")
-    per_class = [
-        mean_std([t.per_class_accuracy[i] for t in tests]) for i in range(NUM_CLASSES)
-    ]
+    per_class = [mean_std([t.per_class_accuracy[i] for t in tests]) for i in range(NUM_CLASSES)]
     return Summary(
         train_accuracy=mean_std([r.train.accuracy for r in runs]),
         val_accuracy=mean_std([r.val.accuracy for r in runs]),

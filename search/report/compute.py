@@ -1,0 +1,207 @@
+"""The report's numbers: re-train a study's best trials, then score them once on the test set.
+
+The 10k test images are read once, after every re-training has finished; the checkpoint's run
+is chosen by validation loss, so the test set plays no part in any choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from search import studies
+from search.checkpoint import package_version
+from search.data import CLASSES, Split, load_split, load_test
+from search.errors import UserError
+from search.report.options import ReportOptions, check_out, out_dir
+from search.report.progress import RetrainProgress
+from search.report.reference import reference_rows
+from search.report.results import (
+    GENERATOR,
+    BestRun,
+    ModelResult,
+    Normalization,
+    Results,
+    Settings,
+    StudyFacts,
+    TestNumbers,
+)
+from search.report.retrain import Trained, default_jobs, retrain
+from search.report.stats import summarize
+from search.report.study import importances, optimization_history
+from search.report.text import plural
+from search.storage import mask_password, storage_url
+from search.training import DeviceData, RunConfig, evaluate, normalize, resolve_device, versions
+
+SELECTED_BY = (
+    "lowest validation loss over every re-trained run; the test set plays no part in the choice"
+)
+
+
+@dataclass
+class Best:
+    """The run saved as best.pt (chosen by validation loss)."""
+
+    model: nn.Module
+    config: RunConfig
+    mean: float  # input normalisation: (pixel / 255 - mean) / std
+    std: float
+    space: str | None
+    meta: dict[str, Any] = field(default_factory=dict)  # ``asdict(BestRun)``
+
+
+def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tuple[Results, Best]:
+    """Re-train the study's best trials, then score them on the test set; returns the numbers."""
+    progress = progress or RetrainProgress(quiet=True)
+    check_out(out_dir(opts))  # refuse a bad --out before minutes of training, not after
+    started = time.monotonic()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = studies.load(opts.study, opts.storage)
+    notes: list[str] = []
+    top = _top_trials(study, opts, progress, notes)
+    device = resolve_device(opts.device)
+    study_seed = int(study.user_attrs.get("seed", 42))
+    split = load_split(opts.data_dir, seed=study_seed, train_limit=opts.train_limit)
+    data = DeviceData(split, device, opts.precision)
+    runs = len(top) * opts.seeds
+    jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
+    models, trained = retrain(top, opts, data, study_seed, progress, notes, jobs)
+
+    # Only now, with every model trained, is the test split read.
+    test_images = _score_on_test(trained, opts, data, progress)
+    for entry in models:
+        entry.summary = summarize(entry.runs)
+    # best.pt: the run with the lowest validation loss; the test set plays no part in the choice.
+    chosen = min(trained, key=lambda t: t.run.val.loss)
+    best_run = _best_run(opts, chosen)
+    results = Results(
+        generator=GENERATOR,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=opts.command,
+        study=_study_facts(study, opts, study_seed),
+        settings=_settings(opts, models, data, split, test_images, jobs),
+        notes=notes,
+        classes=list(CLASSES),
+        models=models,
+        best=best_run,
+        reference=reference_rows(),
+        versions={**versions(), "fmnist-search": package_version()},
+        seconds=time.monotonic() - started,
+    )
+    best = Best(
+        model=chosen.model,
+        config=RunConfig.from_dict(chosen.entry.config),
+        mean=data.mean,
+        std=data.std,
+        space=results.study.space,
+        meta=asdict(best_run),
+    )
+    return results, best
+
+
+def _top_trials(
+    study: optuna.Study, opts: ReportOptions, progress: RetrainProgress, notes: list[str]
+) -> list[FrozenTrial]:
+    """The ``--top`` best completed trials; a note when the study has fewer."""
+    top = studies.best_trials(study, opts.top)
+    if not top:
+        raise UserError(
+            f"study {opts.study!r} has no completed trial yet: run "
+            f"`fmnist-search run --study {opts.study}` (or wait for its first trial)"
+        )
+    if len(top) < opts.top:
+        notes.append(
+            f"--top {opts.top} asked for, but study {opts.study!r} has only "
+            f"{plural(len(top), 'completed trial')}; reporting "
+            f"{'those' if len(top) > 1 else 'that'}"
+        )
+        progress.note(notes[-1])
+    return top
+
+
+def _score_on_test(
+    trained: Sequence[Trained], opts: ReportOptions, data: DeviceData, progress: RetrainProgress
+) -> int:
+    """Score every trained run on the test split, in float32; returns the number of images."""
+    progress.say(f"scoring {plural(len(trained), 'model')} on the test set")
+    test_x, test_y = load_test(opts.data_dir)
+    tx, ty = normalize(test_x, data.mean, data.std).to(data.device), test_y.to(data.device)
+    for t in trained:
+        res = evaluate(t.model, tx, ty)
+        t.run.test = TestNumbers(
+            loss=res.loss,
+            accuracy=res.accuracy,
+            confusion=res.confusion,
+            per_class_accuracy=res.per_class_accuracy,
+        )
+    return len(test_y)
+
+
+def _best_run(opts: ReportOptions, chosen: Trained) -> BestRun:
+    entry, run = chosen.entry, chosen.run
+    assert run.test is not None  # scored by _score_on_test
+    return BestRun(
+        study=opts.study,
+        rank=entry.rank,
+        trial=entry.trial,
+        label=entry.label,
+        seed=run.seed,
+        val_loss=run.val.loss,
+        val_accuracy=run.val.accuracy,
+        test_loss=run.test.loss,
+        test_accuracy=run.test.accuracy,
+        test_confusion=run.test.confusion,
+        per_class_test_accuracy=run.test.per_class_accuracy,
+        epochs=entry.epochs,
+        train_limit=opts.train_limit,
+        file="best.pt",
+        selected_by=SELECTED_BY,
+    )
+
+
+def _study_facts(study: optuna.Study, opts: ReportOptions, study_seed: int) -> StudyFacts:
+    imps, imp_note = importances(study)
+    return StudyFacts(
+        name=opts.study,
+        storage=mask_password(storage_url(opts.storage)),
+        space=study.user_attrs.get("space"),
+        seed=study_seed,
+        search_epochs=study.user_attrs.get("epochs"),
+        search_train_limit=study.user_attrs.get("train_limit"),
+        counts=studies.count_states(study),
+        history=optimization_history(study),
+        importances=imps,
+        importances_note=imp_note,
+    )
+
+
+def _settings(
+    opts: ReportOptions,
+    models: Sequence[ModelResult],
+    data: DeviceData,
+    split: Split,
+    test_images: int,
+    jobs: int,
+) -> Settings:
+    return Settings(
+        top_requested=opts.top,
+        top=len(models),
+        seeds=opts.seeds,
+        epochs=opts.epochs,
+        train_limit=opts.train_limit,
+        train_images=len(data.train_x),
+        val_images=len(data.val_x),
+        test_images=test_images,
+        device=str(data.device),
+        precision=opts.precision,
+        jobs=jobs,
+        normalization=Normalization(mean=data.mean, std=data.std),
+        data=split.source,
+    )

@@ -1,0 +1,288 @@
+"""Re-training: plan every (trial, seed) run, train each from scratch, collect the outcomes.
+
+One run at a time in this process (``jobs == 1``), or side by side in spawned worker processes
+(``search.parallel.map_in_processes``), each with an equal share of the cores and its own copy
+of the training and validation images; workers send back weights on the CPU. Nothing here reads
+the test split. A run whose loss diverges is an outcome (noted and left out), not a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from search.data import load_split
+from search.errors import UserError
+from search.models import build_model, count_parameters
+from search.parallel import map_in_processes, threads_per_worker
+from search.report.options import ReportOptions
+from search.report.progress import RetrainProgress, SentProgress
+from search.report.results import Epoch, EvalNumbers, FailedRun, ModelResult, Run, SearchScore
+from search.report.text import plural
+from search.studies import trial_seed
+from search.training import (
+    DeviceData,
+    Diverged,
+    EvalResult,
+    RunConfig,
+    evaluate,
+    resolve_device,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """One run to train: seed number ``s`` of ``seeds`` of a trial (picklable, for workers)."""
+
+    index: int  # 1-based, in the order the runs are listed
+    total: int
+    trial: int
+    s: int  # 1-based seed number of this trial
+    seeds: int
+    seed: int
+    n_params: int
+    config: dict[str, Any]  # RunConfig.to_dict()
+
+
+@dataclass
+class Attempt:
+    """One run's outcome: the run and its model, or why it diverged (``run`` is None)."""
+
+    run: Run | None = None
+    model: nn.Module | None = None  # trained in this process
+    weights: bytes | None = None  # or trained by a worker: its CPU state_dict, torch.save'd
+    diverged: str = ""
+
+
+@dataclass
+class Trained:
+    """A run that trained, with its model (on the report's device) and the trial it belongs to."""
+
+    entry: ModelResult
+    run: Run
+    model: nn.Module
+
+
+def retrain_seed(study_seed: int, trial_number: int, i: int) -> int:
+    """Seed of the i-th re-training (0-based): never one the search itself used for any trial."""
+    return trial_seed(study_seed + 1 + i, trial_number)
+
+
+def default_jobs(device: torch.device, runs: int) -> int:
+    """Re-trainings at once: two on a CPU with two or more cores, where two one-thread
+    trainings side by side do more work than one two-thread training (see
+    benchmarks/report_jobs.py); one on a GPU."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(2, os.cpu_count() or 1, runs))
+
+
+def _label(t: FrozenTrial) -> str:
+    ws = t.user_attrs.get("warm_start")
+    return f"trial {t.number}" + (f" ({ws})" if ws else "")
+
+
+def plan(
+    top: Sequence[FrozenTrial], opts: ReportOptions, study_seed: int
+) -> tuple[list[ModelResult], list[Retraining]]:
+    """A result entry per trial (no runs yet) and every run to train, ``opts.seeds`` per trial."""
+    entries: list[ModelResult] = []
+    tasks: list[Retraining] = []
+    total = len(top) * opts.seeds
+    for rank, t in enumerate(top, 1):
+        if "config" not in t.user_attrs:
+            raise UserError(
+                f"trial {t.number} of study {opts.study!r} stores no config (made by another "
+                "tool?); report on a study made by `fmnist-search run`"
+            )
+        cfg = RunConfig.from_dict(t.user_attrs["config"])
+        if opts.epochs is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
+        n_params = count_parameters(build_model(cfg.model))
+        config = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as results.json has it
+        entries.append(
+            ModelResult(
+                rank=rank,
+                trial=t.number,
+                label=_label(t),
+                warm_start=t.user_attrs.get("warm_start"),
+                search=SearchScore(
+                    val_loss=t.value,
+                    val_accuracy=t.user_attrs.get("val_accuracy"),
+                    epochs_run=t.user_attrs.get("epochs_run"),
+                    seed=t.user_attrs.get("seed"),
+                ),
+                params=dict(t.params),
+                config=config,
+                epochs=cfg.train.epochs,
+                n_params=n_params,
+            )
+        )
+        for s in range(opts.seeds):
+            seed = retrain_seed(study_seed, t.number, s)
+            tasks.append(
+                Retraining(
+                    len(tasks) + 1, total, t.number, s + 1, opts.seeds, seed, n_params, config
+                )
+            )
+    return entries, tasks
+
+
+def _numbers(result: EvalResult) -> EvalNumbers:
+    return EvalNumbers(loss=result.loss, accuracy=result.accuracy)
+
+
+def retrain_one(
+    task: Retraining, data: DeviceData, progress: RetrainProgress
+) -> tuple[Run, nn.Module]:
+    """One re-training with its validation and clean training scores; raises Diverged."""
+    cfg = RunConfig.from_dict(task.config)
+    epochs = cfg.train.epochs
+    progress.run_started(task, epochs)
+    result = train(
+        cfg,
+        data,
+        seed=task.seed,
+        on_epoch=lambda _e, m, _v: progress.epoch_done(Epoch(**m), epochs),
+    )
+    run = Run(
+        seed=task.seed,
+        precision=result.precision,
+        seconds=result.seconds,
+        history=[Epoch(**m) for m in result.history],
+        # Clean accuracy on the training images (eval mode, no augmentation), as the seed
+        # measured it; the history's train figures are running means under augmentation.
+        train=_numbers(evaluate(result.model, data.train_x, data.train_y)),
+        # Scored again in float32, like the test set, whatever the training precision.
+        val=_numbers(evaluate(result.model, data.val_x, data.val_y)),
+    )
+    return run, result.model
+
+
+def attempt(task: Retraining, data: DeviceData, progress: RetrainProgress) -> Attempt:
+    """Train ``task`` in this process; a divergence is an outcome, not an error."""
+    try:
+        run, model = retrain_one(task, data, progress)
+    except Diverged as exc:
+        return Attempt(diverged=str(exc))
+    return Attempt(run=run, model=model)
+
+
+def _worker_setup(
+    opts: ReportOptions, study_seed: int, quiet: bool, send: Callable[[str], None]
+) -> tuple[DeviceData, RetrainProgress]:
+    """Once per worker process: its own copy of the training and validation images."""
+    split = load_split(opts.data_dir, seed=study_seed, train_limit=opts.train_limit)
+    data = DeviceData(split, resolve_device(opts.device), opts.precision)
+    return data, SentProgress(send, quiet)
+
+
+def _worker_run(state: tuple[DeviceData, RetrainProgress], task: Retraining) -> Attempt:
+    data, progress = state
+    outcome = attempt(task, data, progress)
+    if outcome.model is not None:
+        # As bytes: torch hands tensors on a multiprocessing queue over as shared-memory file
+        # descriptors, which close when this worker exits, possibly before the parent reads them.
+        buffer = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in outcome.model.state_dict().items()}, buffer)
+        outcome.weights, outcome.model = buffer.getvalue(), None
+    return outcome
+
+
+def retrain_all(
+    tasks: Sequence[Retraining],
+    opts: ReportOptions,
+    data: DeviceData,
+    study_seed: int,
+    progress: RetrainProgress,
+    jobs: int,
+) -> list[Attempt]:
+    """Every task's outcome, in task order; ``jobs`` runs at once (in worker processes if > 1).
+
+    A worker's error (other than a divergence) is raised here as a UserError; Ctrl-C stops
+    every worker and raises KeyboardInterrupt.
+    """
+    if jobs == 1:
+        return [attempt(task, data, progress) for task in tasks]
+    threads = threads_per_worker(jobs)
+    progress.say(
+        f"re-training {plural(len(tasks), 'run')}, {jobs} at a time "
+        f"({plural(threads, 'thread')} each)"
+    )
+    setup = functools.partial(_worker_setup, opts, study_seed, progress.quiet)
+    outcomes = map_in_processes(
+        _worker_run, tasks, jobs, setup, progress.say, on_interrupt="terminate"
+    )
+    for outcome in outcomes:
+        if outcome.failure is not None:
+            raise outcome.failure.as_error()
+    return [outcome.value for outcome in outcomes]  # each has a value: no failure was raised
+
+
+def _model(a: Attempt, task: Retraining, device: torch.device) -> nn.Module:
+    if a.model is not None:
+        return a.model
+    model = build_model(RunConfig.from_dict(task.config).model)
+    model.load_state_dict(torch.load(io.BytesIO(a.weights or b""), weights_only=True))
+    return model.to(device).eval()
+
+
+def collect(
+    entries: list[ModelResult],
+    tasks: Sequence[Retraining],
+    attempts: Sequence[Attempt],
+    device: torch.device,
+    progress: RetrainProgress,
+    notes: list[str],
+) -> tuple[list[ModelResult], list[Trained]]:
+    """File each run under its trial; note divergences. Returns the trials with a run left,
+    and every trained run. Raises UserError if every run diverged."""
+    by_trial = {e.trial: e for e in entries}
+    trained: list[Trained] = []
+    for task, a in zip(tasks, attempts, strict=True):
+        entry = by_trial[task.trial]
+        if a.run is None:
+            entry.failed_runs.append(FailedRun(seed=task.seed, reason=f"diverged: {a.diverged}"))
+            notes.append(
+                f"trial {task.trial} with seed {task.seed} diverged ({a.diverged}); left out"
+            )
+            progress.note(notes[-1])
+            continue
+        entry.runs.append(a.run)
+        trained.append(Trained(entry, a.run, _model(a, task, device)))
+    for entry in entries:
+        if not entry.runs:
+            notes.append(f"{entry.label} is left out: every re-training diverged")
+    return [e for e in entries if e.runs], trained
+
+
+def retrain(
+    top: Sequence[FrozenTrial],
+    opts: ReportOptions,
+    data: DeviceData,
+    study_seed: int,
+    progress: RetrainProgress,
+    notes: list[str],
+    jobs: int,
+) -> tuple[list[ModelResult], list[Trained]]:
+    """Train every trial ``opts.seeds`` times from scratch; validation and train scores only."""
+    entries, tasks = plan(top, opts, study_seed)
+    attempts = retrain_all(tasks, opts, data, study_seed, progress, jobs)
+    models, trained = collect(entries, tasks, attempts, data.device, progress, notes)
+    if not trained:
+        raise UserError(
+            "every re-training diverged; check the trials' learning rates with "
+            f"`fmnist-search best --study {opts.study}`"
+        )
+    return models, trained

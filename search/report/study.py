@@ -1,0 +1,49 @@
+"""What the report tells of the search itself: the optimisation history and importances."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from search.report.results import HistoryPoint
+
+MIN_IMPORTANCE_TRIALS = 10  # fewer completed trials make PED-ANOVA importances noise
+
+
+def optimization_history(study: optuna.Study) -> list[HistoryPoint]:
+    """Finished trials in order with their validation loss (a pruned trial's last report)."""
+    points, best = [], None
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    for t in sorted(finished, key=lambda t: t.number):
+        value = t.value
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            value = t.intermediate_values[max(t.intermediate_values)]
+        if t.state == TrialState.COMPLETE and value is not None:
+            best = value if best is None else min(best, value)
+        points.append(
+            HistoryPoint(
+                number=t.number,
+                state=t.state.name,
+                value=value,
+                val_accuracy=t.user_attrs.get("val_accuracy"),
+                best_so_far=best,
+            )
+        )
+    return points
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | None]:
+    """(parameter -> importance, None), or (None, why not) for studies too small to tell."""
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < MIN_IMPORTANCE_TRIALS:
+        return None, (
+            f"parameter importances skipped: the study has {n} completed trials and they need at "
+            f"least {MIN_IMPORTANCE_TRIALS}"
+        )
+    try:
+        values = optuna.importance.get_param_importances(study)
+    except Exception as exc:  # degenerate studies (one distinct value, one parameter, ...)
+        return None, f"parameter importances skipped: Optuna could not compute them ({exc})"
+    if not values:
+        return None, "parameter importances skipped: the study's trials share no parameter"
+    return {k: float(v) for k, v in values.items()}, None
