@@ -85,6 +85,16 @@ def _versions(attrs: dict[str, Any]) -> str:
     return text + (f" on {platform}" if platform else "")
 
 
+def _step_axis(attrs: dict[str, Any]) -> str:
+    if attrs.get("fidelity") == "images":
+        return (
+            "training images seen; the first epoch is trained in three passes over stratified "
+            "subsets (1/5, 2/5 and 2/5 of the split), each followed by a validation, so the "
+            "first rungs judge a trial after 1/5 and 3/5 of an epoch"
+        )
+    return "epochs"
+
+
 def study_note(name: str, attrs: dict[str, Any]) -> str:
     """The markdown note of a study, from its user attributes (see ``engine.open_study``)."""
     seed = attrs.get("seed", 42)
@@ -101,7 +111,8 @@ def study_note(name: str, attrs: dict[str, Any]) -> str:
             "search never reads the test set",
             f"- **seed:** {seed} (the split, the sampler, and each trial with its number)",
             "- **objective:** validation cross-entropy (`val_loss`), minimised, reported after "
-            f"every epoch (the learning curves); epoch budget per trial: {attrs.get('epochs')}",
+            f"every pass (the learning curves); epoch budget per trial: {attrs.get('epochs')}",
+            f"- **step axis of the intermediate values:** {_step_axis(attrs)}",
             f"- **sampler:** {attrs.get('sampler')}, **pruner:** {attrs.get('pruner')}",
             f"- **versions:** {_versions(attrs)}",
             "",

@@ -193,10 +193,19 @@ def check_train_limit(train_limit: int | None) -> None:
         )
 
 
+VAL_IMAGES = 10_000  # the seed's validation split
+TRAIN_IMAGES = 60_000 - VAL_IMAGES
+
+
+def train_images(train_limit: int | None) -> int:
+    """How many images a split with ``train_limit`` trains on."""
+    return min(train_limit, TRAIN_IMAGES) if train_limit else TRAIN_IMAGES
+
+
 def load_split(
     data_dir: str | Path | None = None,
     seed: int = 42,
-    val_size: int = 10_000,
+    val_size: int = VAL_IMAGES,
     train_limit: int | None = None,
 ) -> Split:
     """The seed's split: ``train_test_split(test_size=10000, stratify=y, random_state=seed)``.

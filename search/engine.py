@@ -18,7 +18,7 @@ import torch
 from optuna.trial import TrialState
 
 from search import registry
-from search.data import check_train_limit, load_split
+from search.data import check_train_limit, load_split, train_images
 from search.errors import InvalidConfig, UsageError, UserError, check_range, first_line
 from search.models import build_model, count_parameters
 from search.progress import Progress
@@ -32,7 +32,16 @@ from search.storage import (
     storage_url,
 )
 from search.studies import TrialFacts, count_states, describe_trial, finished, trial_seed
-from search.training import DeviceData, Diverged, RunConfig, resolve_device, train, versions
+from search.training import (
+    FIDELITIES,
+    DeviceData,
+    Diverged,
+    RunConfig,
+    pass_sizes,
+    resolve_device,
+    train,
+    versions,
+)
 
 MAX_CONSECUTIVE_FAILURES = 5
 METRIC = "val_loss"
@@ -53,6 +62,9 @@ class RunOptions:
     storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
     timeout: float | None = None  # seconds after which no new trial starts
     epochs: int = 15  # epoch budget per trial (Hyperband's max resource)
+    # "images": the first epoch in passes over stratified subsets (1/5, 2/5, 2/5 of the split),
+    # steps = training images seen; "epochs": one step per epoch. A resumed study keeps its own.
+    fidelity: str = "images"
     sampler: str = "tpe"  # a name in registry.SAMPLERS
     pruner: str = "hyperband"  # a name in registry.PRUNERS
     seed: int = 42  # seeds the split, the sampler, and (with the trial number) each trial
@@ -74,6 +86,10 @@ class RunOptions:
         if self.timeout is not None:
             check_range("--timeout", self.timeout, 0, above=True)
         check_train_limit(self.train_limit)
+        if self.fidelity not in FIDELITIES:
+            raise UsageError(
+                f"unknown fidelity {self.fidelity!r}: use one of {', '.join(FIDELITIES)}"
+            )
         registry.make_sampler(self.sampler, 0)  # unknown names fail here, before any work
         registry.make_pruner(self.pruner, self.epochs)
 
@@ -123,7 +139,7 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
     """
     name = opts.study_name
     storage = get_storage(opts.storage, heartbeat=True)
-    pruner = registry.make_pruner(opts.pruner, opts.epochs)
+    pruner = registry.make_pruner(opts.pruner, rungs(opts, opts.fidelity))
     # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
     # that a resumed random sampler does not replay its points; a new study repeats exactly.
     worker_offset = WORKER_SEED_STRIDE * opts.worker
@@ -143,6 +159,8 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
                 f"study {name!r} searches space {old_space!r}, not {opts.space!r}: "
                 f"pass --space {old_space} or a new --study name"
             ) from None
+        fidelity = study.user_attrs.get("fidelity", "epochs")  # studies made before fidelity
+        study.pruner = registry.make_pruner(opts.pruner, rungs(opts, fidelity))
         n_before = len(study.get_trials(deepcopy=False))
         study.sampler = registry.make_sampler(opts.sampler, opts.seed + n_before + worker_offset)
         return study, False
@@ -151,6 +169,8 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
         "space": opts.space,
         "seed": opts.seed,
         "epochs": opts.epochs,
+        "fidelity": opts.fidelity,
+        "step": STEP_UNITS[opts.fidelity],
         "train_limit": opts.train_limit,
         "sampler": opts.sampler,
         "pruner": opts.pruner,
@@ -160,6 +180,21 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
         study.set_user_attr(key, value)
     (hooks or NoHooks()).study_created(study)
     return study, True
+
+
+STEP_UNITS = {"images": "training images seen", "epochs": "epoch"}  # a study's step axis
+
+
+def rungs(opts: RunOptions, fidelity: str) -> registry.Rungs:
+    """The trial budget in the unit the study reports its steps in."""
+    if fidelity == "epochs":
+        return registry.Rungs.of_epochs(opts.epochs)
+    n = train_images(opts.train_limit)
+    return registry.Rungs.of_images(pass_sizes(n, opts.epochs, fidelity)[0], n, opts.epochs)
+
+
+def study_fidelity(study: optuna.Study) -> str:
+    return study.user_attrs.get("fidelity", "epochs")
 
 
 def enqueue_warm_start(study: optuna.Study, space: registry.SearchSpace, limit: int) -> list[str]:
@@ -262,6 +297,7 @@ class Trainer:
     progress: Progress
     hooks: Hooks
     interrupts: Interrupts
+    fidelity: str = "epochs"
 
     def config(self, trial: optuna.Trial) -> tuple[RunConfig, int]:
         try:
@@ -295,13 +331,13 @@ class Trainer:
                 self._record(trial, epoch, history, val)
                 prune = trial.should_prune()
                 if prune:
-                    trial.set_user_attr("pruned_reason", self._prune_reason(epoch, metrics))
+                    trial.set_user_attr("pruned_reason", self._prune_reason(metrics))
             if prune:
                 raise optuna.TrialPruned
 
         try:
             with self.interrupts.training():
-                result = train(cfg, self.data, seed=seed, on_epoch=on_epoch)
+                result = train(cfg, self.data, seed, on_epoch, fidelity=self.fidelity)
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned from None
@@ -310,24 +346,33 @@ class Trainer:
 
     def _record(self, trial: optuna.Trial, epoch: int, history: list, val: Any) -> None:
         metrics = history[-1]
-        trial.report(metrics["val_loss"], epoch)
+        trial.report(metrics["val_loss"], self._step(metrics))
         for key, value in {
             "history": history,
-            "epochs_run": len(history),
+            "epochs_run": metrics["epoch"],  # epochs of images seen: 0.2, 0.6, 1, 2, ...
             "seconds": metrics["seconds"],
             "val_accuracy": val.accuracy,
             "per_class_val_accuracy": val.per_class_accuracy,
             "val_confusion": val.confusion,
         }.items():
             trial.set_user_attr(key, value)
-        self.progress.epoch_done(trial.number, epoch, self.opts.epochs, metrics)
+        self.progress.epoch_done(trial.number, metrics["epoch"], self.opts.epochs, metrics)
 
-    def _prune_reason(self, epoch: int, metrics: dict[str, float]) -> str:
-        loss = metrics["val_loss"]
-        if registry.at_chance(loss, epoch):
+    def _step(self, metrics: dict[str, float]) -> int:
+        return int(metrics["images_seen"] if self.fidelity == "images" else metrics["epoch"])
+
+    def _prune_reason(self, metrics: dict[str, float]) -> str:
+        loss, epoch = metrics["val_loss"], metrics["epoch"]
+        chance = rungs(self.opts, self.fidelity).chance_step
+        if registry.at_chance(loss, self._step(metrics), chance):
             return (
-                f"not learning: validation loss {loss:.4f} after epoch {epoch} is a uniform "
+                f"not learning: validation loss {loss:.4f} after epoch {epoch:g} is a uniform "
                 f"guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
+            )
+        if self.fidelity == "images":
+            return (
+                f"pruned by {self.opts.pruner} after {int(metrics['images_seen']):,} training "
+                f"images (epoch {epoch:g})"
             )
         return f"pruned by {self.opts.pruner} after epoch {epoch}"
 
@@ -461,7 +506,8 @@ def run_study(
         with Interrupts() as interrupts:
             study = prepare(opts, hooks)
             progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
-            trainer = Trainer(opts, space, data, progress, hooks, interrupts)
+            fidelity = study_fidelity(study)
+            trainer = Trainer(opts, space, data, progress, hooks, interrupts, fidelity)
             try:
                 Loop(study, trainer, opts, progress, start).run()
             except KeyboardInterrupt:

@@ -35,8 +35,9 @@ def learning_curves(models: Sequence[dict[str, Any]], path: Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, m in enumerate(models):
         color = colors[i % len(colors)]
-        n = min(len(h) for h in m["histories"])  # epochs all seeds reached
-        epochs = np.arange(1, n + 1)
+        n = min(len(h) for h in m["histories"])  # passes all seeds reached
+        # x: epochs of images seen (0.2, 0.6, 1, 2, ... for a search trial's first passes)
+        epochs = np.array([e.get("epoch", i) for i, e in enumerate(m["histories"][0][:n], 1)])
         for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
             for part, style in (("train", "--"), ("val", "-")):
                 # [seeds, epochs]

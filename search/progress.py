@@ -82,9 +82,9 @@ class Progress:
         self.running = f"| trial {number} ({n_params:,} params) starting"
         self._update()
 
-    def epoch_done(self, number: int, epoch: int, epochs: int, m: dict[str, float]) -> None:
+    def epoch_done(self, number: int, epoch: float, epochs: int, m: dict[str, float]) -> None:
         self.running = (
-            f"| trial {number} epoch {epoch}/{epochs} val loss {m['val_loss']:.4f} "
+            f"| trial {number} epoch {epoch:g}/{epochs} val loss {m['val_loss']:.4f} "
             f"acc {m['val_accuracy']:.4f}"
         )
         self._update()
@@ -98,7 +98,7 @@ class Progress:
             if a.get("val_accuracy") is not None:
                 line += (
                     f" val loss {a['history'][-1]['val_loss']:.4f} acc {a['val_accuracy']:.4f}"
-                    f" after {a.get('epochs_run', 0)} epochs, {a.get('seconds', 0):.0f}s"
+                    f" after {a.get('epochs_run', 0):g} epochs, {a.get('seconds', 0):.0f}s"
                 )
             reason = a.get("fail_reason") if t.state == TrialState.FAIL else a.get("pruned_reason")
             if reason and t.state != TrialState.COMPLETE:

@@ -7,6 +7,7 @@ import math
 import pkgutil
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import optuna
@@ -41,26 +42,46 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed),
 }
 
-# --- pruners: name -> factory(max_epochs) ---------------------------------------------------
+# --- pruners: name -> factory(Rungs) --------------------------------------------------------
 
 CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over the 10 classes
 CHANCE_EPOCHS = 2
 CHANCE_TOLERANCE = 0.01
 
 
-def at_chance(val_loss: float, epoch: int) -> bool:
-    """A trial whose validation loss is still a uniform guess's after CHANCE_EPOCHS epochs has
-    not started to learn (a dead configuration, e.g. a learning rate far too high or low)."""
-    return epoch >= CHANCE_EPOCHS and val_loss >= CHANCE_LOSS - CHANCE_TOLERANCE
+@dataclass(frozen=True)
+class Rungs:
+    """A trial's budget in the unit of its reported steps: epochs, or training images seen."""
+
+    min_step: int  # the first step a pruner judges (the first validation)
+    max_step: int  # the whole budget
+    chance_step: int  # from here a trial still at chance is "not learning" (2 epochs' worth)
+
+    @classmethod
+    def of_epochs(cls, epochs: int) -> Rungs:
+        return cls(1, epochs, CHANCE_EPOCHS)
+
+    @classmethod
+    def of_images(cls, first_pass: int, n_train: int, epochs: int) -> Rungs:
+        return cls(first_pass, n_train * epochs, n_train * CHANCE_EPOCHS)
+
+
+def at_chance(val_loss: float, step: int, chance_step: int = CHANCE_EPOCHS) -> bool:
+    """A trial whose validation loss is still a uniform guess's after two epochs' worth of
+    training has not started to learn (a dead configuration, e.g. a learning rate far too high
+    or low)."""
+    return step >= chance_step and val_loss >= CHANCE_LOSS - CHANCE_TOLERANCE
 
 
 class _StopAtChance:
     """Mixin for a pruner: also prune trials that are :func:`at_chance`, without waiting for
     a rung or for other trials to compare with (one such trial trained 9 epochs for nothing)."""
 
+    chance_step = CHANCE_EPOCHS
+
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         step = trial.last_step
-        if step is not None and at_chance(trial.intermediate_values[step], step):
+        if step is not None and at_chance(trial.intermediate_values[step], step, self.chance_step):
             return True
         return super().prune(study, trial)  # type: ignore[misc]
 
@@ -78,14 +99,23 @@ class MedianPruner(_StopAtChance, optuna.pruners.MedianPruner):
     pass
 
 
-PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
-    # Hyperband over epochs: brackets of successive halving from 1 epoch up to the budget.
-    "hyperband": lambda epochs: HyperbandPruner(
-        min_resource=1, max_resource=epochs, reduction_factor=3
+def _at_chance_from(pruner: _StopAtChance, rungs: Rungs) -> optuna.pruners.BasePruner:
+    pruner.chance_step = rungs.chance_step
+    return pruner  # type: ignore[return-value]
+
+
+PRUNERS: dict[str, Callable[[Rungs], optuna.pruners.BasePruner]] = {
+    # Hyperband: brackets of successive halving from the first validation up to the budget.
+    "hyperband": lambda r: _at_chance_from(
+        HyperbandPruner(min_resource=r.min_step, max_resource=r.max_step, reduction_factor=3), r
     ),
-    "sha": lambda epochs: SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    "median": lambda epochs: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-    "none": lambda epochs: optuna.pruners.NopPruner(),
+    "sha": lambda r: _at_chance_from(
+        SuccessiveHalvingPruner(min_resource=r.min_step, reduction_factor=3), r
+    ),
+    "median": lambda r: _at_chance_from(
+        MedianPruner(n_startup_trials=5, n_warmup_steps=r.min_step), r
+    ),
+    "none": lambda r: optuna.pruners.NopPruner(),
 }
 
 
@@ -101,10 +131,11 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return SAMPLERS[name](seed)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, rungs: Rungs | int) -> optuna.pruners.BasePruner:
+    """Pruner ``name`` for a budget of ``rungs`` (an int: that many epochs, one step each)."""
     if name not in PRUNERS:
         raise UsageError(f"unknown pruner {name!r}: use one of {', '.join(PRUNERS)}")
-    return PRUNERS[name](epochs)
+    return PRUNERS[name](Rungs.of_epochs(rungs) if isinstance(rungs, int) else rungs)
 
 
 # --- spaces: spaces/NAME.py ----------------------------------------------------------------
