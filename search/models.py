@@ -47,6 +47,8 @@ class ConvBlock:
     kernel: int = 3  # square kernel; padding is (kernel - 1) // 2, stride 1
     pool_kernel: int = 2  # square pooling window, stride 2
     pool_pad: bool = False  # pad the pool by pool_kernel // 2 (the seed's first block does)
+    convs: int = 1  # convolutions before the pool: 1 (the seed's blocks) or 2 (VGG/ResNet-style)
+    residual: bool = False  # add a shortcut around the convolutions (1x1 conv if widths differ)
 
     @property
     def padding(self) -> int:
@@ -66,13 +68,21 @@ class CNNConfig:
     fc_hidden: tuple[int, ...] = (128,)  # hidden Linear widths between flatten and the logits
     fc_dropout: float = 0.0  # dropout before every hidden Linear
     activation: str = "relu"  # after every conv and hidden Linear
+    head: str = "flatten"  # "flatten" the last map, or "gap": global average pool per channel
     kind: str = field(default="cnn", init=False)
 
     def feature_shapes(self) -> list[tuple[int, int]]:
         """(channels, side) after each block; raises InvalidConfig if a map shrinks below 1."""
         side, shapes = IMAGE_SIZE, []
         for i, b in enumerate(self.blocks):
-            side = side + 2 * b.padding - b.kernel + 1
+            if b.convs not in (1, 2):
+                raise InvalidConfig(f"conv block {i} has {b.convs} convolutions: use 1 or 2")
+            if b.residual and b.kernel % 2 == 0:
+                raise InvalidConfig(
+                    f"conv block {i}: a residual shortcut needs an odd kernel (3 or 5), "
+                    f"not {b.kernel}, to keep the map's size"
+                )
+            side = side + b.convs * (2 * b.padding - b.kernel + 1)
             side = (side + 2 * b.pool_padding - b.pool_kernel) // 2 + 1
             if side < 1:
                 raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")
@@ -82,7 +92,7 @@ class CNNConfig:
     @property
     def flat_features(self) -> int:
         channels, side = self.feature_shapes()[-1] if self.blocks else (1, IMAGE_SIZE)
-        return channels * side * side
+        return channels if self.head == "gap" else channels * side * side
 
 
 ModelConfig = MLPConfig | CNNConfig
@@ -111,6 +121,41 @@ def build_mlp(cfg: MLPConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+HEADS = ("flatten", "gap")
+
+
+class ConvUnit(nn.Module):
+    """The convolutions of a block with ``convs`` > 1 or a ``residual`` shortcut:
+    conv -> [BN] -> act (-> conv -> [BN]), plus the shortcut (identity, or a 1x1 conv where the
+    width changes), then act. Shapes: [N, c_in, s, s] -> [N, block.channels, s', s'] with
+    s' = s for odd kernels."""
+
+    def __init__(self, c_in: int, block: ConvBlock, activation: str, batch_norm: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = c_in
+        for i in range(block.convs):
+            layers.append(nn.Conv2d(width, block.channels, block.kernel, padding=block.padding))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(block.channels))
+            if i < block.convs - 1 or not block.residual:
+                layers.append(ACTIVATIONS[activation]())
+            width = block.channels
+        self.body = nn.Sequential(*layers)
+        self.shortcut: nn.Module | None = None
+        if block.residual:
+            self.shortcut = (
+                nn.Identity() if c_in == block.channels else nn.Conv2d(c_in, block.channels, 1)
+            )
+            self.out_act = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.shortcut is None:
+            return y
+        return self.out_act(y + self.shortcut(x))
+
+
 def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
     """The CNN of ``cfg``; ``pool_first=False`` keeps the textbook order conv -> activation ->
     pool in every block (the same function; for tests and benchmarks)."""
@@ -119,6 +164,8 @@ def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
         raise InvalidConfig(f"unknown pool {cfg.pool!r}: use avg or max")
     if cfg.regularizer not in REGULARIZERS:
         raise InvalidConfig(f"unknown regularizer {cfg.regularizer!r}: use bn, dropout or none")
+    if cfg.head not in HEADS:
+        raise InvalidConfig(f"unknown head {cfg.head!r}: use {' or '.join(HEADS)}")
     cfg.feature_shapes()
     layers: list[nn.Module] = []
     channels = 1
@@ -126,6 +173,13 @@ def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
     for b in cfg.blocks:
         act = ACTIVATIONS[cfg.activation]()
         pool = POOLS[cfg.pool](b.pool_kernel, stride=2, padding=b.pool_padding)
+        if b.convs > 1 or b.residual:
+            # A modern block: its batch norm sits inside, after each convolution.
+            layers += [ConvUnit(channels, b, cfg.activation, cfg.regularizer == "bn"), pool]
+            if cfg.regularizer == "dropout":
+                layers.append(nn.Dropout2d(cfg.conv_dropout))
+            channels = b.channels
+            continue
         conv = nn.Conv2d(channels, b.channels, b.kernel, stride=1, padding=b.padding)
         # conv -> activation -> pool, computed as conv -> pool -> activation where equal.
         # Parameter names (layer indices) are the same either way.
@@ -135,6 +189,8 @@ def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
         elif cfg.regularizer == "dropout":
             layers.append(nn.Dropout2d(cfg.conv_dropout))
         channels = b.channels
+    if cfg.head == "gap":
+        layers.append(nn.AdaptiveAvgPool2d(1))
     layers.append(nn.Flatten())
     width = cfg.flat_features
     for units in cfg.fc_hidden:

@@ -1,7 +1,9 @@
-"""CNNs: 1-4 conv blocks, channels, kernels, pooling, regularisation, 0-3 FC layers, recipe.
+"""CNNs: 1-4 blocks of 1-2 convs (+ shortcut), pooling, regularisation, head, FC, recipe.
 
-Block i's parameters are ``conv{i}_channels``, ``conv{i}_kernel``, ``pool{i}_kernel`` and
-``pool{i}_pad``; FC layer i's is ``fc{i}_units``. Geometries that shrink the feature map below
+Block i's parameters are ``conv{i}_channels``, ``conv{i}_kernel``, ``conv{i}_convs`` (3x3
+blocks up to ``MAX_DOUBLE`` channels), ``conv{i}_residual`` (odd kernels), ``pool{i}_kernel``
+and ``pool{i}_pad``; ``head`` is flatten or global average pooling; FC layer i's is
+``fc{i}_units``. Geometries that shrink the feature map below
 1x1 raise InvalidConfig, which the engine records as a failed trial with its reason.
 """
 
@@ -23,19 +25,35 @@ MAX_FC = 3
 # same validation accuracy (31 s vs 15 s an epoch on 2 cores), and a report re-trains each
 # winner nine times.
 MAX_CHANNELS = (32, 64, 128, 128)
+# A block may have two 3x3 convolutions (as VGG and ResNet blocks do) up to these widths: the
+# second convolution costs side^2 x channels^2 x 9 multiply-adds per image, so at the single-conv
+# caps three double blocks would cost 29M, 4x the VGG-style warm start (7.5M). Under these caps
+# a double block costs no more than a single 5x5 block of the same position at its cap, so the
+# space's most expensive model (4 single 5x5 blocks at the caps, 24M) stays the bound.
+MAX_DOUBLE = (16, 48, 96, 96)
+
+
+def _block(trial: optuna.Trial, i: int) -> ConvBlock:
+    channels = trial.suggest_int(f"conv{i}_channels", 8, MAX_CHANNELS[i], log=True)
+    kernel = trial.suggest_categorical(f"conv{i}_kernel", (3, 4, 5))
+    convs = 1
+    if kernel == 3 and channels <= MAX_DOUBLE[i]:
+        convs = trial.suggest_categorical(f"conv{i}_convs", (1, 2))
+    # A shortcut keeps the map's size only with an odd kernel ("same" padding).
+    residual = kernel % 2 == 1 and trial.suggest_categorical(f"conv{i}_residual", (False, True))
+    return ConvBlock(
+        channels=channels,
+        kernel=kernel,
+        pool_kernel=trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4)),
+        pool_pad=trial.suggest_categorical(f"pool{i}_pad", (False, True)),
+        convs=convs,
+        residual=residual,
+    )
 
 
 def space(trial: optuna.Trial) -> RunConfig:
     n_blocks = trial.suggest_int("n_blocks", 1, len(MAX_CHANNELS))
-    blocks = tuple(
-        ConvBlock(
-            channels=trial.suggest_int(f"conv{i}_channels", 8, MAX_CHANNELS[i], log=True),
-            kernel=trial.suggest_categorical(f"conv{i}_kernel", (3, 4, 5)),
-            pool_kernel=trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4)),
-            pool_pad=trial.suggest_categorical(f"pool{i}_pad", (False, True)),
-        )
-        for i in range(n_blocks)
-    )
+    blocks = tuple(_block(trial, i) for i in range(n_blocks))
     regularizer = trial.suggest_categorical("regularizer", REGULARIZERS)
     conv_dropout = 0.2
     if regularizer == "dropout":
@@ -49,6 +67,7 @@ def space(trial: optuna.Trial) -> RunConfig:
         fc_hidden=tuple(trial.suggest_int(f"fc{i}_units", 16, 512, log=True) for i in range(n_fc)),
         fc_dropout=trial.suggest_float("fc_dropout", 0.0, 0.5),
         activation=trial.suggest_categorical("activation", ("relu", "gelu", "silu")),
+        head=trial.suggest_categorical("head", ("flatten", "gap")),
     )
     return RunConfig(model=model, train=suggest_recipe(trial, augment=True))
 
@@ -63,6 +82,7 @@ def to_params(config: RunConfig) -> dict[str, Any]:
         "pool": m.pool,
         "fc_dropout": m.fc_dropout,
         "activation": m.activation,
+        "head": m.head,
     }
     for i, b in enumerate(m.blocks):
         params |= {
@@ -71,6 +91,10 @@ def to_params(config: RunConfig) -> dict[str, Any]:
             f"pool{i}_kernel": b.pool_kernel,
             f"pool{i}_pad": b.pool_pad,
         }
+        if b.kernel == 3 and b.channels <= MAX_DOUBLE[i]:
+            params[f"conv{i}_convs"] = b.convs
+        if b.kernel % 2 == 1:
+            params[f"conv{i}_residual"] = b.residual
     if m.regularizer == "dropout":
         params["conv_dropout"] = m.conv_dropout
     params |= {f"fc{i}_units": u for i, u in enumerate(m.fc_hidden)}
