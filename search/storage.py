@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages._rdb.models import TrialModel
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -98,13 +99,26 @@ def _prepare_sqlite(url: str, create: bool) -> None:
     try:
         # WAL lets readers (the dashboard, `studies`) work while a worker writes; the mode
         # is stored in the file, so every later connection uses it.
+        _set_wal(path)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
+
+
+def _set_wal(path: Path) -> None:
+    # Switching to WAL takes an exclusive lock without waiting on the busy timeout, so workers
+    # opening a new database together can see "database is locked": the winner sets the mode
+    # for all, and the others retry until they see it.
+    for attempt in range(50):
         con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
         try:
             con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
         finally:
             con.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"storage {url}: {path} is not a usable SQLite database ({exc})") from None
+        time.sleep(0.1)
 
 
 class SQLiteStorage(RDBStorage):
@@ -225,8 +239,8 @@ class Heartbeat:
 
     def __init__(self, storage: BaseStorage, trial_id: int, on_lost=None) -> None:
         self.storage, self.trial_id, self.on_lost = storage, trial_id, on_lost
-        interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
-        self.interval = interval
+        # The study's storage is Optuna's cache wrapped around the RDBStorage: ask Optuna.
+        self.interval = storage.get_heartbeat_interval() if heartbeats_enabled(storage) else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -253,4 +267,5 @@ class Heartbeat:
 
 
 def heartbeats_enabled(storage: BaseStorage) -> bool:
-    return isinstance(storage, RDBStorage) and bool(storage.get_heartbeat_interval())
+    """True when ``storage`` (or the RDBStorage inside Optuna's cache) keeps heartbeats."""
+    return is_heartbeat_enabled(storage)
