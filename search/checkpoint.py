@@ -7,6 +7,7 @@ running any pickled code. Loading here always uses ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -46,6 +47,18 @@ class Checkpoint:
 def _plain(value: Any) -> Any:
     """Tuples (dataclass fields) -> lists, so the file holds only weights_only-safe types."""
     return json.loads(json.dumps(value))
+
+
+def weights_to_bytes(model: nn.Module) -> bytes:
+    """A model's weights on the CPU as bytes, to hand from a worker process to its parent."""
+    buffer = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def weights_from_bytes(weights: bytes) -> dict[str, torch.Tensor]:
+    """The state dict that ``weights_to_bytes`` wrote (loaded with ``weights_only=True``)."""
+    return torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
 
 
 def package_version() -> str:

@@ -88,6 +88,13 @@ class Epoch:
     val_accuracy: float
     seconds: float  # since the training started
 
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float]) -> Epoch:
+        """From ``train``'s per-epoch metrics; a re-training runs whole epochs, so the step
+        counts (``images_seen``, ``train_images``) add nothing to the epoch number."""
+        names = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+        return cls(epoch=int(metrics["epoch"]), **{k: metrics[k] for k in names})
+
 
 @dataclass
 class Run:

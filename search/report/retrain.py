@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
+from search.checkpoint import weights_from_bytes, weights_to_bytes
 from search.data import load_split
 from search.errors import UserError
 from search.models import build_model, count_parameters
@@ -154,13 +154,13 @@ def retrain_one(
         cfg,
         data,
         seed=task.seed,
-        on_epoch=lambda _e, m, _v: progress.epoch_done(Epoch(**m), epochs),
+        on_epoch=lambda _e, m, _v: progress.epoch_done(Epoch.from_metrics(m), epochs),
     )
     run = Run(
         seed=task.seed,
         precision=result.precision,
         seconds=result.seconds,
-        history=[Epoch(**m) for m in result.history],
+        history=[Epoch.from_metrics(m) for m in result.history],
         # Clean accuracy on the training images (eval mode, no augmentation), as the seed
         # measured it; the history's train figures are running means under augmentation.
         train=_numbers(evaluate(result.model, data.train_x, data.train_y)),
@@ -194,9 +194,7 @@ def _worker_run(state: tuple[DeviceData, RetrainProgress], task: Retraining) -> 
     if outcome.model is not None:
         # As bytes: torch hands tensors on a multiprocessing queue over as shared-memory file
         # descriptors, which close when this worker exits, possibly before the parent reads them.
-        buffer = io.BytesIO()
-        torch.save({k: v.cpu() for k, v in outcome.model.state_dict().items()}, buffer)
-        outcome.weights, outcome.model = buffer.getvalue(), None
+        outcome.weights, outcome.model = weights_to_bytes(outcome.model), None
     return outcome
 
 
@@ -234,7 +232,7 @@ def _model(a: Attempt, task: Retraining, device: torch.device) -> nn.Module:
     if a.model is not None:
         return a.model
     model = build_model(RunConfig.from_dict(task.config).model)
-    model.load_state_dict(torch.load(io.BytesIO(a.weights or b""), weights_only=True))
+    model.load_state_dict(weights_from_bytes(a.weights or b""))
     return model.to(device).eval()
 
 
