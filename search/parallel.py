@@ -19,8 +19,8 @@ Interrupts (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the caller) foll
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue as queue_module
 import signal
 import threading
 import time
@@ -94,20 +94,36 @@ def _worker_main(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     else:
         signal.signal(signal.SIGTERM, _raise_interrupt)  # record the trial, as on Ctrl-C
+    # ``results`` is this worker's own pipe: ``send`` has written the outcome when it returns,
+    # so a worker killed right after an item has still delivered it (a Queue's put only hands
+    # it to a feeder thread that dies with the process).
     try:
-        state = setup(lines.put)
-    except BaseException as exc:
-        # Every item this worker would take fails the same way; say it once, take none.
-        results.put((-1, Outcome(failure=_failure(exc), interrupted=_interrupt(exc))))
-        return
-    for index, item in iter(tasks.get, None):
         try:
-            outcome = Outcome(value=work(state, item))
+            state = setup(lines.put)
         except BaseException as exc:
-            outcome = Outcome(failure=_failure(exc), interrupted=_interrupt(exc))
-        results.put((index, outcome))
-        if outcome.interrupted:
+            # Every item this worker would take fails the same way; say it once, take none.
+            _send(results, (-1, Outcome(failure=_failure(exc), interrupted=_interrupt(exc))))
             return
+        for index, item in iter(tasks.get, None):
+            try:
+                outcome = Outcome(value=work(state, item))
+            except BaseException as exc:
+                outcome = Outcome(failure=_failure(exc), interrupted=_interrupt(exc))
+            _send(results, (index, outcome))
+            if outcome.interrupted:
+                return
+    except KeyboardInterrupt:
+        return  # between items: what was sent stands, and nothing is half-done
+
+
+def _send(conn: mp_connection.Connection, message: tuple[int, Outcome]) -> None:
+    """Send whole: an interrupt that arrives meanwhile is held until the message is written."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        conn.send(message)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _interrupt(exc: BaseException) -> bool:
@@ -137,21 +153,23 @@ def map_in_processes(
     the outcomes of interrupted items carry ``interrupted=True``.
     """
     ctx = mp.get_context("spawn")
-    tasks, results, lines = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    tasks, lines = ctx.Queue(), ctx.Queue()
     for index, item in enumerate(items):
         tasks.put((index, item))
     jobs = max(1, min(jobs, len(items)))
     for _ in range(jobs):
         tasks.put(None)
     threads = threads_per_worker(jobs)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(jobs)]  # (reader, writer), one per worker
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(work, setup, threads, on_interrupt, tasks, results, lines),
+            args=(work, setup, threads, on_interrupt, tasks, writer, lines),
             daemon=True,  # a parent that dies takes its workers along
         )
-        for _ in range(jobs)
+        for _, writer in pipes
     ]
+    results = _Results([reader for reader, _ in pipes])
     printer = threading.Thread(target=_print_lines, args=(lines, say), daemon=True)
     printer.start()
     outcomes: dict[int, Outcome[R]] = {}
@@ -159,6 +177,8 @@ def map_in_processes(
     try:
         for p in procs:
             p.start()
+        for _, writer in pipes:
+            writer.close()  # the workers hold it now: a reader sees EOF once its worker ends
         try:
             setup_failure = _collect(procs, results, outcomes, len(items))
         except KeyboardInterrupt:
@@ -174,24 +194,48 @@ def map_in_processes(
                 p.join(timeout=30)
         lines.put(None)
         printer.join(timeout=5)
+        results.close()
     lost = Failure("WorkerDied", "a worker process ended without a result (killed?)")
     default = setup_failure or Outcome(failure=lost)
     return [outcomes.get(i, default) for i in range(len(items))]
 
 
-def _drain(results: Any, outcomes: dict[int, Outcome], timeout: float) -> Outcome | None:
+class _Results:
+    """The parent's ends of the workers' result pipes."""
+
+    def __init__(self, readers: list[mp_connection.Connection]) -> None:
+        self.open = list(readers)
+
+    def ready(self, timeout: float) -> list[tuple[int, Outcome]]:
+        """Every message that arrives within ``timeout``; a pipe whose worker ended is closed."""
+        got = []
+        for reader in mp_connection.wait(self.open, timeout):
+            try:
+                got.append(reader.recv())
+            except (EOFError, OSError):
+                self.open.remove(reader)
+                reader.close()
+        return got
+
+    def close(self) -> None:
+        for reader in self.open:
+            reader.close()
+        self.open = []
+
+
+def _drain(results: _Results, outcomes: dict[int, Outcome], timeout: float) -> Outcome | None:
     """Move what workers sent into ``outcomes``; returns a setup failure if one arrived."""
     failure = None
-    try:
-        while True:
-            index, outcome = results.get(timeout=timeout)
-            timeout = 0.01
+    while True:
+        got = results.ready(timeout)
+        if not got:
+            return failure
+        timeout = 0.01
+        for index, outcome in got:
             if index < 0:
                 failure = outcome
             else:
                 outcomes[index] = outcome
-    except queue_module.Empty:
-        return failure
 
 
 def _collect(procs: list, results: Any, outcomes: dict, n: int) -> Outcome | None:
