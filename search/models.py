@@ -83,6 +83,8 @@ class CNNConfig:
                     f"not {b.kernel}, to keep the map's size"
                 )
             side = side + b.convs * (2 * b.padding - b.kernel + 1)
+            if side < 1 or side + 2 * b.pool_padding < b.pool_kernel:
+                raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")
             side = (side + 2 * b.pool_padding - b.pool_kernel) // 2 + 1
             if side < 1:
                 raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")

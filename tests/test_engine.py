@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import types
 
 import optuna
@@ -9,10 +11,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from search import engine, registry
+from search import registry, studies
 from search.engine import RunOptions, run_study
+from search.errors import UsageError
 from search.models import MLPConfig, build_model, count_parameters
+from search.progress import Progress
+from search.storage import get_storage
 from search.training import RunConfig, TrainConfig, resolve_precision
+
+pytestmark = pytest.mark.needs_data
 
 
 def opts(storage, **kw) -> RunOptions:
@@ -25,18 +32,18 @@ def load(storage, name="cnn"):
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    storage = f"sqlite:///{tmp_path_factory.mktemp('tiny')}/studies.db"
-    summary = run_study(opts(storage, trials=3))
-    return storage, summary
+def cnn_study(tiny_study):
+    """The session's 3-trial cnn study (1 epoch on 2,000 images, warm-started); read only."""
+    return tiny_study("cnn", trials=3, epochs=1, train_limit=2000)
 
 
-def test_study_holds_the_trials_with_everything_a_report_needs(tiny_study):
-    storage, summary = tiny_study
-    study = load(storage)
-    assert summary.finished == 3
+def test_study_holds_the_trials_with_everything_a_report_needs(cnn_study):
+    study = cnn_study.load()
+    assert cnn_study.summary.finished == 3
     assert study.user_attrs["space"] == "cnn" and study.user_attrs["seed"] == 42
     assert study.metric_names == ["val_loss"]
+    # Steps are training images seen: the first epoch runs as passes over 1/5, 2/5, 2/5.
+    assert study.user_attrs["fidelity"] == "images"
     # The warm start enqueued the seed's best CNN first.
     first = study.trials[0]
     assert first.user_attrs["warm_start"].startswith("Conv_2L_8_12_2L_128_32_AVG_BN")
@@ -44,9 +51,13 @@ def test_study_holds_the_trials_with_everything_a_report_needs(tiny_study):
         a = t.user_attrs
         cfg = RunConfig.from_dict(a["config"])
         assert a["n_params"] == count_parameters(build_model(cfg.model))
-        assert len(a["history"]) == a["epochs_run"] == len(t.intermediate_values)
-        assert sorted(t.intermediate_values) == list(range(1, a["epochs_run"] + 1))
-        assert t.intermediate_values[a["epochs_run"]] == pytest.approx(a["history"][-1]["val_loss"])
+        history = a["history"]
+        steps = [h["images_seen"] for h in history]  # one validation per pass
+        assert len(history) == len(t.intermediate_values) and sorted(t.intermediate_values) == steps
+        assert a["epochs_run"] == history[-1]["epoch"]
+        assert t.intermediate_values[steps[-1]] == pytest.approx(history[-1]["val_loss"])
+        if t.state == TrialState.COMPLETE:  # the whole budget: 1 epoch of 2,000 images
+            assert steps == [400, 1200, 2000] and a["epochs_run"] == 1
         assert 0.0 <= a["val_accuracy"] <= 1.0 and len(a["per_class_val_accuracy"]) == 10
         confusion = a["val_confusion"]
         assert sum(map(sum, confusion)) == 10000  # the whole validation split
@@ -57,31 +68,42 @@ def test_study_holds_the_trials_with_everything_a_report_needs(tiny_study):
             assert t.value == pytest.approx(a["history"][-1]["val_loss"])
 
 
-def test_resume_counts_finished_trials_in_total(tiny_study, tmp_path):
+def test_resume_counts_finished_trials_in_total(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
-    assert run_study(opts(storage, trials=1)).finished == 1
-    assert run_study(opts(storage, trials=2)).finished == 2
-    again = run_study(opts(storage, trials=2))  # already there: trains nothing
-    assert again.finished == 2 and len(load(storage).trials) == 2
+    quick = dict(space="mlp", epochs=1)
+    assert run_study(opts(storage, trials=1, **quick)).finished == 1
+    assert run_study(opts(storage, trials=2, **quick)).finished == 2
+    again = run_study(opts(storage, trials=2, **quick))  # already there: trains nothing
+    assert again.finished == 2 and len(load(storage, "mlp").trials) == 2
 
 
-def test_a_study_of_another_space_is_not_mixed(tiny_study):
-    storage, _ = tiny_study
-    with pytest.raises(Exception, match="searches space 'cnn', not 'mlp'"):
-        run_study(opts(storage, space="mlp", study="cnn"))
+def test_a_study_of_another_space_is_not_mixed(cnn_study):
+    before = len(cnn_study.load().trials)
+    with pytest.raises(UsageError, match="searches space 'cnn', not 'mlp'"):
+        run_study(opts(cnn_study.url, space="mlp", study="cnn"))
+    assert len(cnn_study.load().trials) == before
 
 
-def test_pruned_trials_carry_their_reason(storage, monkeypatch):
-    # A pruner that prunes every trial after its first epoch.
+@pytest.mark.parametrize(
+    "fidelity, reason, step, epochs_run",
+    [
+        ("epochs", "pruned by always after epoch 1", 1, 1),
+        ("images", "pruned by always after 400 training images (epoch 0.2)", 400, 0.2),
+    ],
+)
+def test_pruned_trials_carry_their_reason(storage, monkeypatch, fidelity, reason, step, epochs_run):
+    # A pruner that prunes every trial at its first validation.
     monkeypatch.setitem(
-        registry.PRUNERS, "always", lambda e: optuna.pruners.ThresholdPruner(upper=0.0)
+        registry.PRUNERS, "always", lambda rungs: optuna.pruners.ThresholdPruner(upper=0.0)
     )
-    summary = run_study(opts(storage, trials=2, pruner="always", warm_start=False))
-    trials = load(storage).trials
+    summary = run_study(
+        opts(storage, space="mlp", trials=2, pruner="always", warm_start=False, fidelity=fidelity)
+    )
+    trials = load(storage, "mlp").trials
     assert summary.pruned == 2 and [t.state for t in trials] == [TrialState.PRUNED] * 2
     for t in trials:
-        assert t.user_attrs["pruned_reason"] == "pruned by always after epoch 1"
-        assert list(t.intermediate_values) == [1] and t.user_attrs["epochs_run"] == 1
+        assert t.user_attrs["pruned_reason"] == reason
+        assert list(t.intermediate_values) == [step] and t.user_attrs["epochs_run"] == epochs_run
 
 
 def diverging_space():
@@ -110,21 +132,31 @@ def dead_space():
     return types.SimpleNamespace(space=space, to_params=lambda c: {}, KIND="mlp", WARM_START={})
 
 
+@pytest.mark.parametrize("fidelity, step", [("epochs", 2), ("images", 2 * 2000)])
 @pytest.mark.parametrize("pruner", ["hyperband", "median"])
-def test_a_trial_that_does_not_learn_is_pruned_after_two_epochs(storage, monkeypatch, pruner):
+def test_a_trial_that_does_not_learn_is_pruned_after_two_epochs(
+    storage, monkeypatch, pruner, fidelity, step
+):
     monkeypatch.setattr(registry, "get_space", lambda name: dead_space())
-    run_study(opts(storage, space="mlp", trials=1, epochs=6, pruner=pruner, warm_start=False))
+    dead = dict(space="mlp", trials=1, epochs=6, pruner=pruner, warm_start=False)
+    run_study(opts(storage, **dead, fidelity=fidelity))
     (t,) = load(storage, "mlp").trials
     assert t.state == TrialState.PRUNED and t.user_attrs["epochs_run"] == 2
     assert t.user_attrs["pruned_reason"].startswith("not learning: validation loss 2.3")
-    assert t.intermediate_values[2] >= registry.CHANCE_LOSS - registry.CHANCE_TOLERANCE
+    assert max(t.intermediate_values) == step  # two epochs of the 2,000 images, in its unit
+    assert t.intermediate_values[step] >= registry.CHANCE_LOSS - registry.CHANCE_TOLERANCE
 
 
 def test_without_a_pruner_a_trial_that_does_not_learn_runs_on(storage, monkeypatch):
     monkeypatch.setattr(registry, "get_space", lambda name: dead_space())
-    run_study(opts(storage, space="mlp", trials=1, epochs=3, pruner="none", warm_start=False))
+    dead = dict(space="mlp", trials=1, epochs=3, pruner="none", warm_start=False)
+    run_study(opts(storage, **dead, fidelity="epochs"))
     (t,) = load(storage, "mlp").trials
     assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 3
+    # Every epoch is reported and kept in the history, in order.
+    assert sorted(t.intermediate_values) == [1, 2, 3]
+    assert [h["epoch"] for h in t.user_attrs["history"]] == [1, 2, 3]
+    assert t.value == pytest.approx(t.user_attrs["history"][-1]["val_loss"])
 
 
 def test_a_failing_trial_fails_alone(storage, monkeypatch):
@@ -157,5 +189,75 @@ def test_same_seed_same_first_trial(tmp_path):
 
 
 def test_trial_seed_depends_on_study_seed_and_number():
-    seeds = {engine.trial_seed(s, n) for s in (1, 2) for n in range(50)}
+    seeds = {studies.trial_seed(s, n) for s in (1, 2) for n in range(50)}
     assert len(seeds) == 100
+
+
+@pytest.mark.parametrize(
+    "bad, option",
+    [
+        ({"trials": 0}, "--trials"),
+        ({"trials": -1}, "--trials"),
+        ({"epochs": 0}, "--epochs"),
+        ({"timeout": 0}, "--timeout"),
+        ({"timeout": -5.0}, "--timeout"),
+        ({"train_limit": 9}, "--train-limit"),
+    ],
+)
+def test_options_check_themselves_when_made(bad, option, tmp_path):
+    # Whoever builds the options (the command line or a library caller) gets the same error,
+    # before any data is read or any database made.
+    with pytest.raises(UsageError, match=option) as info:
+        RunOptions(**{"storage": f"sqlite:///{tmp_path}/s.db", **bad})
+    assert info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_storage_kind_runs_a_study(any_storage):
+    summary = run_study(opts(any_storage, space="mlp", trials=2, epochs=1))
+    assert summary.finished == 2
+    trials = optuna.load_study(study_name="mlp", storage=get_storage(any_storage)).trials
+    assert sum(t.state in studies.FINISHED for t in trials) == 2
+
+
+class InterruptAtTrialStart(Progress):
+    """Ctrl-C as the first trial starts: after its configuration is stored, before training."""
+
+    def trial_started(self, number: int, n_params: int, epochs: int) -> None:
+        super().trial_started(number, n_params, epochs)
+        if number == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupt_at_trial_start_records_the_trial_and_ends_the_run(storage):
+    try:
+        summary = run_study(
+            opts(storage, space="mlp", trials=3, epochs=1, warm_start=False),
+            InterruptAtTrialStart(quiet=True),
+        )
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped run_study instead of ending the run")
+    assert summary.interrupted and summary.failed == 1 and summary.finished == 0
+    (t,) = load(storage, "mlp").trials
+    assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"
+    assert "config" in t.user_attrs and "epochs_run" not in t.user_attrs  # stopped before training
+
+
+@pytest.mark.parametrize("any_storage", ["sqlite", "journal"], indirect=True)
+def test_a_trial_asked_past_the_count_is_handed_back_waiting_not_failed(any_storage):
+    """Another worker took the study's last slot between our count and our ask: the trial we
+    were given goes back to WAITING (nothing stored on it) and the next ask takes it over."""
+    from search.engine import Loop
+
+    run = opts(any_storage, space="mlp", trials=1, warm_start=False)
+    study = optuna.create_study(study_name="mlp", storage=get_storage(any_storage))
+    other = study.ask()  # the other worker's trial, running: the count is reached
+    loop = Loop(study, trainer=None, opts=run, progress=None, started=0.0)
+    assert loop._ask() is None
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {other.number: TrialState.RUNNING, other.number + 1: TrialState.WAITING}
+    assert not any(t.state == TrialState.FAIL for t in study.get_trials())
+    study.tell(other, 1.0)
+    again = study.ask()  # a later, larger run: the slot is reused, not a new trial
+    assert again.number == other.number + 1
+    assert len(study.get_trials()) == 2

@@ -8,6 +8,7 @@ from search.models import (
     PRESETS,
     CNNConfig,
     ConvBlock,
+    ConvUnit,
     MLPConfig,
     build_cnn,
     build_model,
@@ -135,3 +136,78 @@ def test_non_monotonic_activations_keep_the_textbook_order(activation):
     model = build_model(CNNConfig(pool="max", activation=activation))
     act = {"gelu": "GELU", "silu": "SiLU"}[activation]
     assert [type(m).__name__ for m in model][:3] == ["Conv2d", act, "MaxPool2d"]
+
+
+# --- blocks of two convolutions, residual shortcuts, the global-average-pooling head ---------
+
+
+def _cnn(*blocks: ConvBlock, head: str = "flatten", regularizer: str = "bn") -> CNNConfig:
+    return CNNConfig(blocks=blocks, fc_hidden=(), head=head, regularizer=regularizer)
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("channels", [1, 16])  # identity shortcut (1 -> 1) or a 1x1 conv
+def test_modern_blocks_keep_the_map_size_before_the_pool(convs, residual, channels):
+    cfg = _cnn(ConvBlock(channels, kernel=3, convs=convs, residual=residual))
+    assert cfg.feature_shapes() == [(channels, 14)]
+    model = build_cnn(cfg).eval()
+    with torch.no_grad():
+        assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    convs_built = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    shortcut_conv = residual and channels != 1
+    assert len(convs_built) == convs + shortcut_conv
+    # Batch norm sits after each convolution of a modern block.
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == (convs if (convs > 1 or residual) else 1)
+
+
+def test_a_residual_block_adds_its_input_back():
+    block = ConvBlock(4, kernel=3, convs=1, residual=True)
+    unit = ConvUnit(4, block, "relu", batch_norm=False)
+    with torch.no_grad():
+        for p in unit.body.parameters():
+            p.zero_()  # the body outputs zeros: what is left is relu(shortcut(x)) = relu(x)
+        x = torch.randn(2, 4, 8, 8)
+        assert torch.equal(unit(x), torch.relu(x))
+    assert isinstance(unit.shortcut, torch.nn.Identity)
+
+
+def test_a_residual_shortcut_needs_an_odd_kernel():
+    with pytest.raises(InvalidConfig, match="residual shortcut needs an odd kernel"):
+        build_cnn(_cnn(ConvBlock(8, kernel=4, residual=True)))
+
+
+def test_a_block_has_one_or_two_convolutions():
+    with pytest.raises(InvalidConfig, match="has 3 convolutions: use 1 or 2"):
+        build_cnn(_cnn(ConvBlock(8, convs=3)))
+
+
+def test_the_gap_head_feeds_one_feature_per_channel():
+    blocks = (ConvBlock(8, kernel=5), ConvBlock(24, kernel=3))
+    flat, gap = _cnn(*blocks), _cnn(*blocks, head="gap")
+    assert flat.flat_features == 24 * 7 * 7 and gap.flat_features == 24
+    model = build_cnn(gap).eval()
+    assert model[-1].in_features == 24
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(InvalidConfig, match="unknown head 'mean'"):
+        build_cnn(_cnn(*blocks, head="mean"))
+
+
+def test_configs_with_the_new_fields_round_trip_and_old_dicts_still_load():
+    cfg = _cnn(ConvBlock(16, convs=2, residual=True), ConvBlock(32), head="gap")
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    old = config_to_dict(get_preset("Conv_2L_8_12_2L_128_32_AVG_BN"))
+    for block in old["blocks"]:
+        block.pop("convs"), block.pop("residual")
+    old.pop("head")
+    assert config_from_dict(old) == get_preset("Conv_2L_8_12_2L_128_32_AVG_BN")
+
+
+def test_a_convolution_that_empties_the_map_is_refused_even_if_padded_pooling_follows():
+    # 28 -> 14 -> 7 -> 3 -> 1 then a 4x4 kernel with padding 1 leaves no pixel; a padded pool
+    # would make one again, and PyTorch would fail in the forward pass.
+    blocks = (*[ConvBlock(8)] * 4, ConvBlock(8, kernel=4, pool_pad=True))
+    with pytest.raises(InvalidConfig, match="conv block 4 shrinks the feature map below 1x1"):
+        build_cnn(CNNConfig(blocks=blocks, fc_hidden=()))

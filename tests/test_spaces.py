@@ -135,3 +135,57 @@ def test_cnn_channels_may_at_most_double_from_block_to_block():
         assert all(8 <= b.channels <= MAX_CHANNELS[i] for i, b in enumerate(blocks))
         study.tell(trial, 0.0)
     assert MAX_CHANNELS == (32, 64, 128, 128)
+
+
+def _multiply_adds(model: torch.nn.Module) -> int:
+    """Multiply-adds of one image through the model's convolutions and linear layers."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * module.in_channels // module.groups * k
+        elif isinstance(module, torch.nn.Linear):
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def test_cnn_space_reaches_modern_blocks_and_its_cost_stays_bounded():
+    from search.models import CNNConfig, ConvBlock
+    from spaces.cnn import MAX_CHANNELS, MAX_DOUBLE
+
+    # The bound: four single 5x5 blocks at the single-conv caps, the widest FC layer.
+    bound = _multiply_adds(
+        build_model(
+            CNNConfig(blocks=tuple(ConvBlock(c, kernel=5) for c in MAX_CHANNELS), fc_hidden=(512,))
+        )
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    space = get_space("cnn")
+    seen = {"double": 0, "residual": 0, "gap": 0}
+    for _ in range(300):
+        trial = study.ask()
+        try:
+            model_cfg = space.space(trial).model
+            cost = _multiply_adds(build_model(model_cfg))
+        except InvalidConfig:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        assert cost <= bound, (trial.params, cost, bound)
+        for i, b in enumerate(model_cfg.blocks):
+            if b.convs == 2:
+                assert b.kernel == 3 and b.channels <= MAX_DOUBLE[i], trial.params
+            if b.residual:
+                assert b.kernel % 2 == 1, trial.params
+        seen["double"] += any(b.convs == 2 for b in model_cfg.blocks)
+        seen["residual"] += any(b.residual for b in model_cfg.blocks)
+        seen["gap"] += model_cfg.head == "gap"
+        study.tell(trial, 0.0)
+    assert min(seen.values()) >= 20, seen  # every new feature is actually sampled
