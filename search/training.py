@@ -301,9 +301,7 @@ def _augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.T
 EpochCallback = Callable[[int, dict[str, float], EvalResult], None]
 
 
-def _pass_order(
-    data: DeviceData, size: int, seed: int, gen: torch.Generator
-) -> torch.Tensor:
+def _pass_order(data: DeviceData, size: int, seed: int, gen: torch.Generator) -> torch.Tensor:
     """The image order of one pass: a shuffle of the whole split, or of a stratified subset."""
     n = len(data.train_x)
     if size >= n:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,29 +14,16 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from typer.testing import CliRunner
 
-from search.cli import app
-
-runner = CliRunner()
 TINY = ["--train-limit", "2000", "--epochs", "2"]
 CLI = [sys.executable, "-c", "from search.cli import entry; entry()"]
 
 
-def invoke(*args: str, cwd: Path | None = None):
-    if cwd is not None:
-        old = os.getcwd()
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args))
-    finally:
-        if cwd is not None:
-            os.chdir(old)
-
-
-def test_run_on_the_default_sqlite_file_then_studies_and_best(tmp_path, monkeypatch):
+@pytest.mark.needs_data
+def test_run_on_the_default_sqlite_file_then_studies_and_best(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("FMNIST_SEARCH_STORAGE", raising=False)
-    result = invoke("run", "--space", "cnn", "--trials", "2", *TINY, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", "--space", "cnn", "--trials", "2", *TINY)
     assert result.exit_code == 0, result.output
     assert "done: study 'cnn' holds 2 finished trials" in result.output
     assert (tmp_path / "studies.db").exists()
@@ -42,12 +31,10 @@ def test_run_on_the_default_sqlite_file_then_studies_and_best(tmp_path, monkeypa
     study = optuna.load_study(study_name="cnn", storage=storage)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
 
-    listed = invoke("studies", cwd=tmp_path)
+    listed = cli("studies")
     assert listed.exit_code == 0 and "cnn" in listed.output
-    best = invoke("best", "--study", "cnn", "--json", cwd=tmp_path)
+    best = cli("best", "--study", "cnn", "--json")
     assert best.exit_code == 0
-    import json
-
     shown = json.loads(best.output)
     assert shown["number"] == study.best_trial.number
     assert shown["val_loss"] == pytest.approx(study.best_value)
@@ -62,22 +49,24 @@ def test_run_on_the_default_sqlite_file_then_studies_and_best(tmp_path, monkeypa
     assert "cnn" in out
 
 
-def test_storage_from_the_environment(tmp_path, monkeypatch):
+@pytest.mark.needs_data
+def test_storage_from_the_environment(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("FMNIST_SEARCH_STORAGE", f"sqlite:///{tmp_path}/env.db")
-    result = invoke("run", "--space", "mlp", "--trials", "1", *TINY)
+    result = cli("run", "--space", "mlp", "--trials", "1", *TINY)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "env.db").exists()
 
 
-def test_presets_lists_every_seed_model_with_parameters():
-    result = invoke("presets")
+def test_presets_lists_every_seed_model_with_parameters(cli):
+    result = cli("presets")
     assert result.exit_code == 0
     assert "Conv_2L_8_12_2L_128_32_AVG_BN" in result.output and "61,678" in result.output
     assert "5L_512H_256H_128H_64H_32H_relu" in result.output
 
 
-def test_train_prints_every_epoch():
-    result = invoke("train", "--preset", "1L_50H_relu", "--epochs", "2", "--train-limit", "2000")
+@pytest.mark.needs_data
+def test_train_prints_every_epoch(cli):
+    result = cli("train", "--preset", "1L_50H_relu", "--epochs", "2", "--train-limit", "2000")
     assert result.exit_code == 0, result.output
     assert "epoch   1/2" in result.output and "epoch   2/2" in result.output
     assert "val accuracy" in result.output
@@ -100,9 +89,10 @@ def test_train_prints_every_epoch():
         (["studies"], 1, "does not exist yet"),
     ],
 )
-def test_bad_input_gets_a_short_clear_error(args, code, message, tmp_path, monkeypatch):
+def test_bad_input_gets_a_short_clear_error(cli, args, code, message, tmp_path, monkeypatch):
     monkeypatch.setenv("FMNIST_SEARCH_STORAGE", f"sqlite:///{tmp_path}/s.db")
-    result = invoke(*args, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args)
     assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output
@@ -113,13 +103,12 @@ def test_bad_input_gets_a_short_clear_error(args, code, message, tmp_path, monke
     )
 
 
-def test_best_on_a_missing_study_names_the_known_ones(tmp_path):
+@pytest.mark.needs_data
+def test_best_on_a_missing_study_names_the_known_ones(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
-    assert (
-        invoke("run", "--space", "mlp", "--trials", "1", *TINY, "--storage", storage).exit_code == 0
-    )
+    assert cli("run", "--space", "mlp", "--trials", "1", *TINY, "--storage", storage).exit_code == 0
     before = (tmp_path / "s.db").read_bytes()
-    result = invoke("best", "--study", "missing", "--storage", storage)
+    result = cli("best", "--study", "missing", "--storage", storage)
     assert (
         result.exit_code == 1 and "no study 'missing'" in result.output and "mlp" in result.output
     )
@@ -134,6 +123,7 @@ def _count(storage: str, name: str) -> dict[TrialState, int]:
     return counts
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_two_processes_share_one_study_and_stop_at_the_trial_count(tmp_path):
     storage = f"sqlite:///{tmp_path}/shared.db"
@@ -149,10 +139,29 @@ def test_two_processes_share_one_study_and_stop_at_the_trial_count(tmp_path):
     assert counts.get(TrialState.RUNNING, 0) == 0
 
 
+def trials_in_training(db: Path) -> int:
+    """RUNNING trials with an epoch done (so in the middle of their training), read through a
+    read-only connection: the test never writes to the database, nor creates it, while the
+    command under test does."""
+    if not db.exists():
+        return 0
+    query = (
+        "SELECT COUNT(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id"
+        " WHERE t.state = 'RUNNING' AND a.key = 'epochs_run'"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
+            return c.execute(query).fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return 0
+
+
+@pytest.mark.needs_data
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_interrupt_records_the_trial_and_prints_the_summary(tmp_path, sig):
-    storage = f"sqlite:///{tmp_path}/int.db"
+    db = tmp_path / "int.db"
+    storage = f"sqlite:///{db}"
     proc = subprocess.Popen(
         [
             *CLI,
@@ -176,17 +185,18 @@ def test_interrupt_records_the_trial_and_prints_the_summary(tmp_path, sig):
         # (then Python installs no KeyboardInterrupt handler); give the child Ctrl-C back.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(1)
-        try:
-            study = optuna.load_study(study_name="cnn", storage=storage)
-        except KeyError:
-            continue
-        if any(t.state == TrialState.RUNNING for t in study.trials):
-            break
-    proc.send_signal(sig)
-    output = proc.communicate(timeout=120)[0]
+    try:
+        deadline = time.monotonic() + 180
+        while not trials_in_training(db):
+            assert proc.poll() is None, proc.communicate()[0]  # it ended before any trial ran
+            assert time.monotonic() < deadline, "no trial trained an epoch within 180 s"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, output
     assert "interrupted: study 'cnn'" in output and "Traceback" not in output
     counts = _count(storage, "cnn")

@@ -1,7 +1,8 @@
 """The dashboard: study notes, trial artifacts, `fmnist-search dashboard`, and optuna-dashboard
 itself in a real browser (headless Chromium) and beside workers writing to the same SQLite file.
 
-One tiny study (2 mlp trials of 1 epoch on 1,000 images) is made per module and shared.
+The tiny study (2 mlp trials of 1 epoch on 1,000 images) comes from the session's
+``tiny_study`` factory; the test that changes it works on a copy.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -27,17 +27,13 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note
 from PIL import Image
-from typer.testing import CliRunner
 
 from search import dashboard
-from search.cli import app
-from search.engine import RunOptions, run_study
-from search.report import FIGURES, ReportOptions, make_report
 from search.storage import get_storage
 
 CLI = [sys.executable, "-c", "from search.cli import entry; entry()"]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-runner = CliRunner()
+TINY_COMMAND = "fmnist-search run --space mlp --trials 2 --epochs 1 --train-limit 1000"
 
 
 def history(epochs: int) -> list[dict[str, float]]:
@@ -54,12 +50,17 @@ def history(epochs: int) -> list[dict[str, float]]:
     ]
 
 
-def fake_result(epochs: int = 3) -> SimpleNamespace:
-    """What the dashboard reads of a search.training.TrainResult."""
+def trained(trial, epochs: int = 3):
+    """``trial`` with the user attributes the engine stores while training (what the
+    dashboard draws its figures from)."""
     confusion = [[90 if i == j else 1 for j in range(10)] for i in range(10)]
-    return SimpleNamespace(
-        history=history(epochs), val=SimpleNamespace(accuracy=0.9, confusion=confusion)
-    )
+    for key, value in {
+        "history": history(epochs),
+        "val_accuracy": 0.9,
+        "val_confusion": confusion,
+    }.items():
+        trial.set_user_attr(key, value)
+    return trial
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -97,24 +98,9 @@ def get(url: str, timeout: float = 30) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 2-trial mlp study on its own SQLite file (artifacts beside it)."""
-    root = tmp_path_factory.mktemp("board")
-    url = f"sqlite:///{root}/s.db"
-    opts = RunOptions(
-        space="mlp",
-        trials=2,
-        epochs=1,
-        train_limit=1000,
-        storage=url,
-        command="fmnist-search run --space mlp --trials 2 --epochs 1 --train-limit 1000",
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(dashboard.ENV_ARTIFACTS, raising=False)
-        run_study(opts)
-    return SimpleNamespace(
-        url=url, root=root, study=optuna.load_study(study_name="mlp", storage=url)
-    )
+def tiny(tiny_study):
+    """The session's 2-trial mlp study, as `fmnist-search run` makes it (artifacts beside it)."""
+    return tiny_study("mlp", trials=2, epochs=1, train_limit=1000, command=TINY_COMMAND)
 
 
 # --- where artifacts live ---------------------------------------------------------------------
@@ -147,11 +133,13 @@ def test_artifact_dir_of_the_default_storage(monkeypatch):
 # --- notes and artifacts written by a study ---------------------------------------------------
 
 
+@pytest.mark.needs_data
 def test_a_new_study_carries_a_note_with_its_provenance(tiny):
-    note = get_note(tiny.study)
+    study = tiny.load()
+    note = get_note(study)
     assert note.startswith("## Study `mlp`: search space `mlp`")
     for part in (
-        "`fmnist-search run --space mlp --trials 2 --epochs 1 --train-limit 1000`",
+        f"`{TINY_COMMAND}`",
         "50,000 training / 10,000 validation images (`random_state=42`)",
         "a stratified 1,000 are trained on",
         "**seed:** 42",
@@ -161,17 +149,21 @@ def test_a_new_study_carries_a_note_with_its_provenance(tiny):
         "torch ",
     ):
         assert part in note
-    assert tiny.study.metric_names == ["val_loss"]
+    assert study.metric_names == ["val_loss"]
 
 
+@pytest.mark.needs_data
 def test_every_completed_trial_has_its_two_figures_beside_the_database(tiny):
-    trials = tiny.study.get_trials(states=(TrialState.COMPLETE,))
+    study = tiny.load()
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 2
-    folder = tiny.root / "artifacts"
+    folder = tiny.folder / "artifacts"
     for t in trials:
         assert dashboard.WARNING_ATTR not in t.user_attrs
-        assert len(t.intermediate_values) == t.user_attrs["epochs_run"]  # the learning curve
-        metas = get_all_artifact_meta(t, storage=tiny.study._storage)
+        # The learning curve: a point per validation (per pass of the first epoch, then per epoch).
+        assert len(t.intermediate_values) == len(t.user_attrs["history"])
+        assert t.user_attrs["history"][-1]["epoch"] == t.user_attrs["epochs_run"] == 1
+        metas = get_all_artifact_meta(t, storage=study._storage)
         assert sorted(m.filename for m in metas) == [dashboard.LEARNING_CURVES, dashboard.CONFUSION]
         for m in metas:
             assert m.mimetype == "image/png"
@@ -182,27 +174,30 @@ def test_every_completed_trial_has_its_two_figures_beside_the_database(tiny):
 def test_uploading_stores_both_figures(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=get_storage(url))
-    opts = RunOptions(storage=url)
-    dashboard.trial_completed(study, study.ask(), fake_result(), opts)  # warm-up: matplotlib
-    trial = study.ask()
-    dashboard.trial_completed(study, trial, fake_result(15), opts)
+    hooks = dashboard.DashboardHooks(url)
+    hooks.trial_trained(study, trained(study.ask()))  # warm-up: matplotlib
+    trial = trained(study.ask(), epochs=15)
+    hooks.trial_trained(study, trial)
     assert len(get_all_artifact_meta(trial)) == 2
     assert len(list((tmp_path / "artifacts").iterdir())) == 4
 
     # A figure that cannot be drawn, or a folder that cannot be made: a warning, no exception.
     broken = study.ask()
-    dashboard.trial_completed(study, broken, SimpleNamespace(history=[{}], val=None), opts)
+    broken.set_user_attr("history", [{}])  # no metrics, no confusion matrix
+    hooks.trial_trained(study, broken)
     assert broken.user_attrs[dashboard.WARNING_ATTR].startswith("artifacts not uploaded: ")
     (tmp_path / "file").write_text("")
-    blocked = study.ask()
-    dashboard.trial_completed(
-        study, blocked, fake_result(), RunOptions(storage=f"sqlite:///{tmp_path}/file/s.db")
-    )
+    blocked = trained(study.ask())
+    dashboard.DashboardHooks(f"sqlite:///{tmp_path}/file/s.db").trial_trained(study, blocked)
     assert "artifacts not uploaded" in blocked.user_attrs[dashboard.WARNING_ATTR]
     assert get_all_artifact_meta(blocked) == []
 
 
-def test_report_puts_its_table_in_the_note_and_its_figures_in_the_artifacts(tiny):
+@pytest.mark.needs_data
+def test_report_puts_its_table_in_the_note_and_its_figures_in_the_artifacts(tiny, tmp_path):
+    from search.report import FIGURES, ReportOptions, make_report
+
+    tiny = tiny.copy_to(tmp_path / "study")  # the report changes the study's note and artifacts
     folder, results = make_report(
         ReportOptions(
             study="mlp",
@@ -211,46 +206,45 @@ def test_report_puts_its_table_in_the_note_and_its_figures_in_the_artifacts(tiny
             seeds=1,
             epochs=1,
             train_limit=1000,
-            out=tiny.root / "report",
+            out=tiny.folder / "report",
             command="fmnist-search report --study mlp",
         )
     )
-    study = optuna.load_study(study_name="mlp", storage=tiny.url)
+    study = tiny.load()
     note = get_note(study)
     own, report = note.split(dashboard.REPORT_MARK)
     assert own.startswith("## Study `mlp`")
-    label = results["models"][0]["label"]
+    label = results.models[0].label
     assert "### Results" in report and f"| {label} |" in report
     assert "| model | source | parameters |" in report and "### Best model (best.pt)" in report
     expected = sorted(n for n in FIGURES.values() if (folder / n).is_file())
     metas = get_all_artifact_meta(study)
     assert sorted(m.filename for m in metas) == expected and len(expected) >= 4
     for m in metas:
-        stored = (tiny.root / "artifacts" / m.artifact_id).read_bytes()
+        stored = (tiny.artifacts / m.artifact_id).read_bytes()
         assert stored == (folder / m.filename).read_bytes()
 
     # A second report replaces the first's section and figures; an edit above them stays.
     save_note(study, own.rstrip() + "\n\nmy remark")
-    changed = tiny.root / "second" / FIGURES["learning_curves"]
+    changed = tiny.folder / "second" / FIGURES["learning_curves"]
     changed.parent.mkdir()
     changed.write_bytes((folder / FIGURES["confusion"]).read_bytes())
     figures = [changed if n == changed.name else folder / n for n in expected]
-    assert dashboard.report_written(tiny.url, results, figures) is None
+    second = "## Report of later\n\nthe second report's summary"
+    assert dashboard.report_written(tiny.url, "mlp", second, figures) is None
     note = get_note(study)
-    assert (
-        note.count(dashboard.REPORT_MARK) == 1
-        and "my remark" in note.split(dashboard.REPORT_MARK)[0]
-    )
+    own, report = note.split(dashboard.REPORT_MARK)
+    assert note.count(dashboard.REPORT_MARK) == 1 and "my remark" in own
+    assert report.strip() == second
     metas = get_all_artifact_meta(study)
     assert sorted(m.filename for m in metas) == expected
     for m in metas:
-        stored = (tiny.root / "artifacts" / m.artifact_id).read_bytes()
+        stored = (tiny.artifacts / m.artifact_id).read_bytes()
         assert stored == next(f for f in figures if f.name == m.filename).read_bytes()
 
 
 def test_report_written_reports_problems_instead_of_raising(tmp_path):
-    results = {"study": {"name": "missing"}}
-    warning = dashboard.report_written(f"sqlite:///{tmp_path}/s.db", results, [])
+    warning = dashboard.report_written(f"sqlite:///{tmp_path}/s.db", "missing", "summary", [])
     assert warning.startswith("the dashboard's copy of the report was not saved")
 
 
@@ -264,10 +258,12 @@ def empty_db(tmp_path):
     return url
 
 
-def test_dashboard_command_binds_loopback_and_prints_its_address(empty_db, tmp_path, monkeypatch):
+def test_dashboard_command_binds_loopback_and_prints_its_address(
+    cli, empty_db, tmp_path, monkeypatch
+):
     served = []
     monkeypatch.setattr(dashboard, "serve", lambda server: served.append(server))
-    result = runner.invoke(app, ["dashboard", "--storage", empty_db, "--port", "0"])
+    result = cli("dashboard", "--storage", empty_db, "--port", 0)
     assert result.exit_code == 0, result.output
     server = served[0]
     server.server_close()
@@ -279,24 +275,22 @@ def test_dashboard_command_binds_loopback_and_prints_its_address(empty_db, tmp_p
     assert (tmp_path / "artifacts").is_dir()
 
 
-def test_dashboard_command_warns_when_reachable_from_other_machines(empty_db, monkeypatch):
+def test_dashboard_command_warns_when_reachable_from_other_machines(cli, empty_db, monkeypatch):
     served = []
     monkeypatch.setattr(dashboard, "serve", lambda server: served.append(server))
-    result = runner.invoke(
-        app, ["dashboard", "--storage", empty_db, "--host", "0.0.0.0", "--port", "0"]
-    )
+    result = cli("dashboard", "--storage", empty_db, "--host", "0.0.0.0", "--port", 0)
     served[0].server_close()
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "0.0.0.0" in warnings[0] and "--host 127.0.0.1" in warnings[0]
 
 
-def test_port_in_use_is_a_one_line_error(empty_db):
+def test_port_in_use_is_a_one_line_error(cli, empty_db):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = runner.invoke(app, ["dashboard", "--storage", empty_db, "--port", str(port)])
+        result = cli("dashboard", "--storage", empty_db, "--port", port)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is already in use (another dashboard?); pick a free "
@@ -304,9 +298,9 @@ def test_port_in_use_is_a_one_line_error(empty_db):
     ]
 
 
-def test_a_missing_sqlite_file_is_refused_not_created(tmp_path):
+def test_a_missing_sqlite_file_is_refused_not_created(cli, tmp_path):
     url = f"sqlite:///{tmp_path}/typo.db"
-    result = runner.invoke(app, ["dashboard", "--storage", url, "--port", "0"])
+    result = cli("dashboard", "--storage", url, "--port", 0)
     assert result.exit_code == 1 and "does not exist" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "typo.db").exists()
@@ -381,11 +375,12 @@ def images_loaded(driver, prefix: str) -> list[str]:
     )
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_the_browser_shows_the_study_its_trials_and_their_artifacts(tiny, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    study = tiny.study
+    study = tiny.load()
     best = study.best_trial
     metas = get_all_artifact_meta(best, storage=study._storage)
     driver = chrome()
@@ -431,6 +426,7 @@ def test_the_browser_shows_the_study_its_trials_and_their_artifacts(tiny, tmp_pa
 # --- beside workers writing to the same SQLite file -------------------------------------------
 
 
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_an_open_dashboard_does_not_lock_out_two_workers(tmp_path):
     """Readers of a WAL database do not block its writers: two workers finish every trial

@@ -12,26 +12,14 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from typer.testing import CliRunner
 
 from search import checkpoint, data, predict
-from search.cli import app
 from search.data import CLASSES
 from search.errors import UserError
 from search.models import build_model, get_preset
 from search.training import DeviceData, RunConfig, TrainConfig, train
 
 N_IMAGES = 50  # test images per transformation check
-runner = CliRunner()
-has_data = pytest.mark.skipif(
-    not data.DEBIAN_DIR.is_dir() and not os.environ.get(data.ENV_DATA_DIR),
-    reason="Fashion-MNIST files are not installed",
-)
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
 
 # --- a small trained model, made once --------------------------------------------------------
 
@@ -96,7 +84,7 @@ def _agreement(ckpt, paths, reference) -> float:
 # --- classification of saved test images ------------------------------------------------------
 
 
-@has_data
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_test_images_saved_as_png_give_exactly_the_tensor_prediction(
     ckpt, images, direct, tmp_path
@@ -111,7 +99,7 @@ def test_test_images_saved_as_png_give_exactly_the_tensor_prediction(
     assert torch.allclose(got, direct[1], atol=1e-5)
 
 
-@has_data
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_negative_28x28_images_come_back_exactly(ckpt, images, direct, tmp_path):
     x, _ = images
@@ -120,7 +108,7 @@ def test_negative_28x28_images_come_back_exactly(ckpt, images, direct, tmp_path)
     assert _agreement(ckpt, paths, direct[0]) == 1.0
 
 
-@has_data
+@pytest.mark.needs_data
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, make",
@@ -159,12 +147,12 @@ def _jpeg(img: Image.Image) -> Image.Image:
     return Image.open(buf)
 
 
-@has_data
+@pytest.mark.needs_data
 @pytest.mark.slow
-def test_predict_cli_prints_top_classes(model_path, images, direct, tmp_path):
+def test_predict_cli_prints_top_classes(cli, model_path, images, direct, tmp_path):
     x, _ = images
     paths = _save_all(tmp_path / "cli", x[:3], Image.fromarray)
-    result = invoke("predict", *paths, "--model", model_path, "--top", 2, "--json")
+    result = cli("predict", *paths, "--model", model_path, "--top", 2, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert [p["index"] for p in out["predictions"]] == direct[0][:3].tolist()
@@ -172,7 +160,7 @@ def test_predict_cli_prints_top_classes(model_path, images, direct, tmp_path):
         probs = [t["probability"] for t in p["top"]]
         assert len(probs) == 2 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
         assert p["class"] == CLASSES[p["index"]] == p["top"][0]["class"]
-    text = invoke("predict", paths[0], "--model", model_path)
+    text = cli("predict", paths[0], "--model", model_path)
     assert text.exit_code == 0
     assert text.stdout.startswith(f"{paths[0]}: {CLASSES[direct[0][0]]} ")
     assert text.stdout.count("%") == 3
@@ -277,9 +265,9 @@ def test_bad_images_are_one_line_user_errors(tmp_path, kind):
     assert "\n" not in message and str(path) in message
 
 
-def test_bad_image_on_the_command_line(untrained_path, tmp_path):
+def test_bad_image_on_the_command_line(cli, untrained_path, tmp_path):
     path = _bad_files(tmp_path)["truncated"]
-    result = invoke("predict", path, "--model", untrained_path)
+    result = cli("predict", path, "--model", untrained_path)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert result.output.startswith(f"error: image {path} is damaged or truncated")
@@ -301,11 +289,11 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
 # --- the default model and bad checkpoints ----------------------------------------------------
 
 
-def test_without_any_report_the_error_names_the_command(tmp_path, monkeypatch):
+def test_without_any_report_the_error_names_the_command(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Image.fromarray(_photo().astype(np.uint8)).save(tmp_path / "a.png")
     for args in (["predict", "a.png"], ["evaluate"]):
-        result = invoke(*args)
+        result = cli(*args)
         assert result.exit_code == 1
         assert result.output.count("\n") == 1
         assert "fmnist-search report --study NAME" in result.output

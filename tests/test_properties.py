@@ -10,7 +10,6 @@ would not see the stub and are never drawn. The dashboard's serving loop is stub
 from __future__ import annotations
 
 import io
-import os
 import string
 import warnings
 from pathlib import Path
@@ -22,15 +21,13 @@ import typer.main
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from typer.testing import CliRunner
 
-from search import checkpoint, dashboard, data, engine, report, training
+from search import checkpoint, dashboard, data
 from search.cli import app
 from search.models import build_model, get_preset
 from search.storage import mask_password
 from search.training import Diverged, RunConfig, TrainConfig
 
-runner = CliRunner()
 COMMANDS = typer.main.get_command(app).commands
 MODEL_CONFIG = RunConfig(get_preset("1L_50H_relu"), TrainConfig(epochs=1))
 
@@ -198,14 +195,13 @@ def command_lines(draw, root: Path) -> list[str]:
 
 
 @pytest.fixture
-def stubbed(sandbox, monkeypatch):
+def stubbed(sandbox, replace_training, monkeypatch):
     """The sandbox as working directory and storage; no training, no serving."""
 
     def diverge(*args, **kwargs):
         raise Diverged("stubbed: no training in property tests")
 
-    for module in (training, engine, report):
-        monkeypatch.setattr(module, "train", diverge)
+    replace_training(diverge)
     monkeypatch.setattr(dashboard, "serve", lambda server: server.server_close())
     monkeypatch.chdir(sandbox)
     monkeypatch.setenv("FMNIST_SEARCH_STORAGE", f"sqlite:///{sandbox}/s.db")
@@ -225,10 +221,7 @@ def stubbed(sandbox, monkeypatch):
     return sandbox
 
 
-@pytest.mark.skipif(
-    not data.DEBIAN_DIR.is_dir() and not os.environ.get(data.ENV_DATA_DIR),
-    reason="Fashion-MNIST files are not installed",
-)
+@pytest.mark.needs_data
 @pytest.mark.slow  # about 10 s: some drawn commands load the data or run stubbed trials
 @settings(
     max_examples=60,
@@ -236,10 +229,10 @@ def stubbed(sandbox, monkeypatch):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(drawn=st.data())
-def test_random_command_lines_never_give_a_traceback(stubbed, drawn):
+def test_random_command_lines_never_give_a_traceback(stubbed, cli, drawn):
     beside = _entries(stubbed.parent)
     args = drawn.draw(command_lines(stubbed))
-    result = runner.invoke(app, args)
+    result = cli(*args)
     event(f"{args[0]}: exit {result.exit_code}")  # --hypothesis-show-statistics shows the mix
     assert "Traceback" not in result.output, (args, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -314,12 +307,12 @@ def tiny_model(tmp_path_factory) -> Path:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(raw=image_bytes(), suffix=st.sampled_from([".png", ".jpg", ".gif", ".bin", ""]))
-def test_random_image_bytes_never_give_a_traceback(tiny_model, tmp_path, raw, suffix):
+def test_random_image_bytes_never_give_a_traceback(cli, tiny_model, tmp_path, raw, suffix):
     path = tmp_path / f"image{suffix}"
     path.write_bytes(raw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = runner.invoke(app, ["predict", str(path), "--model", str(tiny_model)])
+        result = cli("predict", path, "--model", tiny_model)
     event(f"predict: exit {result.exit_code}")
     # A warning reaches a real terminal as two more lines (file:line and source).
     assert not caught, [str(w.message) for w in caught]
