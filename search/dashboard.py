@@ -277,6 +277,11 @@ def make_server(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass an address of this "
             "machine with --host (default 127.0.0.1)"
         ) from None
+    except (TypeError, ValueError):  # a name the resolver cannot encode: "\x80", "a\0b"
+        raise UserError(
+            f"--host {host!r} is not a host name or address; pass one of this machine, "
+            "e.g. --host 127.0.0.1"
+        ) from None
     server.set_app(app)
     return server
 

@@ -510,6 +510,12 @@ CASES = [
         prepare=port_in_use,
     ),
     case("dashboard-port-too-large", "dashboard --port 70000", 2, RANGE.format("--port")),
+    case(
+        "dashboard-host-unencodable",
+        "dashboard --host \x80",
+        1,
+        "--host '\\x80' is not a host name or address; pass one of this machine",
+    ),
     # a GPU asked for where there is none
     case(
         "run-cuda-without-gpu",
