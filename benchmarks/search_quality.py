@@ -11,9 +11,10 @@ stopped at the same wall-clock budget: SIGTERM at ``--budget`` seconds after its
 30 s later if still alive); nothing after the budget counts. The arms:
 
 - **a** ``fmnist-search run --space cnn --no-warm-start --timeout BUDGET --trials 100000
-  --seed S --storage sqlite:///...``: the project's defaults (multivariate TPE, Hyperband over
-  training images seen with the not-learning rule, 15 epochs, the tensor-resident trainer with
-  bf16 autocast and channels_last where the CPU computes bf16 natively), no warm start.
+  --seed S --storage sqlite:///...``: the project's defaults (multivariate TPE, successive
+  halving over training images seen with the not-learning rule, 15 epochs, the tensor-resident
+  trainer with bf16 autocast and channels_last where the CPU computes bf16 natively), no warm
+  start.
 - **b** the same with warm start (the three known configurations enqueued first).
 - **c** the same as a with ``--sampler random``: same pruner, trainer and space.
 - **d** ``benchmarks/peers/optuna_pytorch_simple.py``: Optuna's published PyTorch example
@@ -97,7 +98,7 @@ class Arm:
 ARMS = {
     a.key: a
     for a in (
-        Arm("a", "fmnist-search", "our defaults (TPE, Hyperband on images seen), no warm start"),
+        Arm("a", "fmnist-search", "our defaults (TPE, SHA on images seen), no warm start"),
         Arm("b", "fmnist-search + warm start", "our defaults with the warm-start configurations"),
         Arm("c", "fmnist-search, random sampler", "random sampling, our pruner and trainer"),
         Arm("d", "Optuna PyTorch example", "optuna-examples pytorch_simple.py as published"),

@@ -61,12 +61,12 @@ class RunOptions:
     study: str | None = None  # defaults to the space name
     storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
     timeout: float | None = None  # seconds after which no new trial starts
-    epochs: int = 15  # epoch budget per trial (Hyperband's max resource)
+    epochs: int = 15  # epoch budget per trial (the pruners' max resource)
     # "images": the first epoch in passes over stratified subsets (1/5, 2/5, 2/5 of the split),
     # steps = training images seen; "epochs": one step per epoch. A resumed study keeps its own.
     fidelity: str = "images"
     sampler: str = "tpe"  # a name in registry.SAMPLERS
-    pruner: str = "hyperband"  # a name in registry.PRUNERS
+    pruner: str = "sha"  # a name in registry.PRUNERS
     seed: int = 42  # seeds the split, the sampler, and (with the trial number) each trial
     device: str = "auto"
     precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"

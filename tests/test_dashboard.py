@@ -143,7 +143,7 @@ def test_a_new_study_carries_a_note_with_its_provenance(tiny):
         "50,000 training / 10,000 validation images (`random_state=42`)",
         "a stratified 1,000 are trained on",
         "**seed:** 42",
-        "**sampler:** tpe, **pruner:** hyperband",
+        "**sampler:** tpe, **pruner:** sha",
         f"optuna {optuna.__version__}",
         "optuna-dashboard 0.21",
         "torch ",

@@ -40,7 +40,7 @@ def run(
     ] = None,
     epochs: Annotated[int, typer.Option(help="Epoch budget per trial.")] = 15,
     sampler: Annotated[str, typer.Option(help=f"{choices(SAMPLERS)}.")] = "tpe",
-    pruner: Annotated[str, typer.Option(help=f"{choices(PRUNERS)}.")] = "hyperband",
+    pruner: Annotated[str, typer.Option(help=f"{choices(PRUNERS)}.")] = "sha",
     seed: Annotated[int, typer.Option(help="Study seed: split, sampler and trial seeds.")] = 42,
     device: DeviceOpt = Device.auto,
     train_limit: TrainLimitOpt = None,
