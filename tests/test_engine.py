@@ -116,7 +116,8 @@ def diverging_space():
 
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(storage, monkeypatch):
     monkeypatch.setattr(registry, "get_space", lambda name: diverging_space())
-    summary = run_study(opts(storage, space="mlp", trials=2, warm_start=False))
+    # No pruner: the second trial must diverge too, not be stopped at a rung before it does.
+    summary = run_study(opts(storage, space="mlp", trials=2, warm_start=False, pruner="none"))
     assert summary.finished == 2 and summary.pruned == 2
     for t in load(storage, "mlp").trials:
         assert t.user_attrs["pruned_reason"].startswith("diverged: training loss became nan")
@@ -230,6 +231,9 @@ class InterruptAtTrialStart(Progress):
 
 
 def test_an_interrupt_at_trial_start_records_the_trial_and_ends_the_run(storage):
+    # Python's own Ctrl-C handler, even where the suite runs in the background of a shell that
+    # started it with SIGINT ignored (the engine leaves an ignored SIGINT alone).
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         summary = run_study(
             opts(storage, space="mlp", trials=3, epochs=1, warm_start=False),
@@ -237,6 +241,8 @@ def test_an_interrupt_at_trial_start_records_the_trial_and_ends_the_run(storage)
         )
     except KeyboardInterrupt:
         pytest.fail("the interrupt escaped run_study instead of ending the run")
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert summary.interrupted and summary.failed == 1 and summary.finished == 0
     (t,) = load(storage, "mlp").trials
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"
