@@ -36,9 +36,23 @@ R = TypeVar("R")
 POLL = 0.2  # seconds between checks that every worker is still alive
 
 
+def available_cores() -> int:
+    """The cores this process may use: ``OMP_NUM_THREADS`` where set (a cluster's job script
+    sets it to the cores it was given), else the CPUs the process is pinned to (a container's
+    cpuset), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def threads_per_worker(jobs: int) -> int:
-    """Split the machine's cores between the workers (at least one thread each)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """Split the available cores between the workers (at least one thread each)."""
+    return max(1, available_cores() // jobs)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,12 @@
 Order: the ``--storage`` option, else ``FMNIST_SEARCH_STORAGE``, else ``sqlite:///studies.db`` in
 the working directory. Schemes: ``sqlite:///PATH``, ``postgresql://...`` (psycopg 3) and
 ``journal:///PATH`` (Optuna's JournalStorage on a file, for shared filesystems).
+
+Heartbeats: a running trial's worker beats every ``HEARTBEAT_INTERVAL`` seconds; a trial without
+a beat for ``GRACE_PERIOD`` seconds is failed by whichever worker looks next and retried once.
+RDB storages (SQLite, PostgreSQL) keep Optuna's own heartbeats, timed by the database; Optuna's
+JournalStorage has none, so :class:`HeartbeatJournalStorage` adds them here (beats are trial
+system attributes, timed by the workers' clocks: keep the machines' clocks in sync, e.g. NTP).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages._rdb.models import TrialModel
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -30,7 +36,7 @@ from search.errors import UserError, first_line
 
 ENV_STORAGE = "FMNIST_SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///studies.db"
-# Heartbeats (RDB storages): seconds between a running trial's beats, and seconds without one
+# Heartbeats (every storage): seconds between a running trial's beats, and seconds without one
 # before its trial is declared dead, failed and retried. Overridable for tests and slow networks.
 HEARTBEAT_INTERVAL = int(os.environ.get("FMNIST_SEARCH_HEARTBEAT", "30"))
 GRACE_PERIOD = int(os.environ.get("FMNIST_SEARCH_GRACE_PERIOD", str(4 * HEARTBEAT_INTERVAL)))
@@ -121,6 +127,52 @@ def _set_wal(path: Path) -> None:
         time.sleep(0.1)
 
 
+HEARTBEAT_ATTR = "fmnist_search:heartbeat"  # journal storage: the last beat, seconds since epoch
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's JournalStorage with heartbeats, through Optuna's own heartbeat interface.
+
+    A beat writes the time into the trial's system attribute ``HEARTBEAT_ATTR`` (one line in the
+    journal); a RUNNING trial is stale when neither its last beat nor its start (a retried trial
+    carries its dead predecessor's last beat until its first own one) is within the grace
+    period. ``optuna.storages.fail_stale_trials`` then fails it, exactly once across workers: the
+    journal's replay rejects a second worker's FAIL with ``UpdateFinishedTrialError``, as the RDB
+    storages do, and the stale-trial callback retries it.
+    """
+
+    def __init__(
+        self,
+        backend,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        stale_trial_callback=None,
+    ) -> None:
+        super().__init__(backend)
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period or (4 * heartbeat_interval if heartbeat_interval else 0)
+        self._stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            last = max(float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+            if now - last > self._grace_period:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_trial_callback
+
+
 class SQLiteStorage(RDBStorage):
     """RDBStorage whose claim of a waiting (enqueued or retried) trial is atomic on SQLite.
 
@@ -166,7 +218,7 @@ def get_storage(
     """Resolve ``url`` (or the environment, or the default) into an Optuna storage.
 
     ``create=False`` (commands that only read) refuses to create a new SQLite or journal file.
-    ``heartbeat`` turns on trial heartbeats (RDB storages), so a killed worker's trial is
+    ``heartbeat`` turns on trial heartbeats (every storage), so a killed worker's trial is
     failed after ``GRACE_PERIOD`` and retried once by ``RetryHeartbeatStaleTrialCallback``.
     """
     url = storage_url(url)
@@ -197,15 +249,18 @@ def get_storage(
             raise UserError(
                 f"storage {url}: {path} does not exist yet; `fmnist-search run` creates it"
             )
-        return JournalStorage(JournalFileBackend(str(path)))
+        backend = JournalFileBackend(str(path))
+        if not heartbeat:
+            return JournalStorage(backend)
+        return HeartbeatJournalStorage(
+            backend, HEARTBEAT_INTERVAL, GRACE_PERIOD, _retry_stale_trial()
+        )
     hb: dict = {}
     if heartbeat:
         hb = {
             "heartbeat_interval": HEARTBEAT_INTERVAL,
             "grace_period": GRACE_PERIOD,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
+            "heartbeat_stale_trial_callback": _retry_stale_trial(),
         }
     if scheme == "sqlite":
         _prepare_sqlite(url, create)
@@ -213,10 +268,13 @@ def get_storage(
     else:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        # Small pools: many workers share one server; pre-ping drops dead connections.
+        # One connection per process, a second only while the heartbeat thread writes at the
+        # same moment as the main thread (or Optuna checks its schema version at start-up): many
+        # workers share one server (max_connections is 100 by default). Pre-ping replaces a
+        # connection that a server restart closed.
         engine_kwargs = {
-            "pool_size": 2,
-            "max_overflow": 2,
+            "pool_size": 1,
+            "max_overflow": 1,
             "pool_pre_ping": True,
             "connect_args": {"connect_timeout": 10},
         }
@@ -229,9 +287,15 @@ def get_storage(
         ) from None
 
 
+def _retry_stale_trial() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """A dead worker's trial runs once more (a second death leaves it failed)."""
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+
 class Heartbeat:
     """Beats for one running trial from a daemon thread, as ``study.optimize`` does for its own
-    trials (the ask-and-tell loop gets none from Optuna). A no-op on storages without heartbeats.
+    trials (the ask-and-tell loop gets none from Optuna). A no-op on storages without heartbeats
+    (those opened with ``heartbeat=False``: the read-only commands).
 
     ``on_lost(exc)`` is called once if a beat fails on a lost database; the main loop then stops
     with the storage error at its next call.
@@ -255,6 +319,8 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.storage.record_heartbeat(self.trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return  # another worker took this trial for dead; its tell will be skipped
             except STORAGE_ERRORS as exc:
                 if self.on_lost is not None:
                     self.on_lost(exc)

@@ -43,7 +43,10 @@ def run_jobs(
     find_data_dir(opts.data_dir)
     engine.prepare(opts, hooks)  # creates the study and its warm start exactly once
     worker_opts = [
-        dataclasses.replace(opts, worker=i, warm_start=False, jobs=1) for i in range(opts.jobs)
+        dataclasses.replace(
+            opts, worker=opts.worker * opts.jobs + i, warm_start=False, warm_from=None, jobs=1
+        )
+        for i in range(opts.jobs)
     ]
     start = time.monotonic()
     outcomes = parallel.map_in_processes(

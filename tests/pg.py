@@ -31,7 +31,11 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """``max_connections``: the server's limit (the tests' 200, or None for PostgreSQL's
+    default of 100, which the connection benchmark measures against)."""
+
+    def __init__(self, max_connections: int | None = 200) -> None:
+        self.max_connections = max_connections
         self.bin = _bindir()
         # The server refuses to run as root: run it as the postgres user, in a folder it owns.
         self.root = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
@@ -59,7 +63,9 @@ class PostgresServer:
         subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, cwd=self.root)
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if self.max_connections is not None:
+            opts += f" -c max_connections={self.max_connections}"
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -70,6 +76,21 @@ class PostgresServer:
             str(self.root / "log"),
             "-w",
             "start",
+        )
+
+    def restart(self) -> None:
+        """``pg_ctl restart``: every connection is dropped, the server is back within seconds."""
+        # -l: the server's output goes to the log, not to this pipe (which would stay open).
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
         )
 
     def stop(self) -> None:

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from search.errors import UserError
-from search.parallel import map_in_processes, threads_per_worker
+from search.parallel import available_cores, map_in_processes, threads_per_worker
 
 
 def _setup(tag: str, send) -> dict:
@@ -85,5 +85,14 @@ def test_a_setup_failure_is_every_item_s_failure():
     ("jobs", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (3, 16, 5), (4, 1, 1)]
 )
 def test_cores_are_split_between_workers(jobs, cores, threads, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))  # what a cluster's job script sets
     assert threads_per_worker(jobs) == threads
+
+
+def test_available_cores_are_the_processs_cpus_unless_omp_num_threads_says(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert available_cores() == len(os.sched_getaffinity(0))  # a container's cpuset counts
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert available_cores() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert available_cores() == len(os.sched_getaffinity(0))

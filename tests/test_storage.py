@@ -85,19 +85,22 @@ def test_heartbeats_are_on_only_when_asked(tmp_path):
     assert get_storage(url, heartbeat=True).get_heartbeat_interval() == st.HEARTBEAT_INTERVAL
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def _url(kind: str, tmp_path, request) -> str:
+    if kind == "postgresql":
+        return request.getfixturevalue("postgres").new_database()
+    return f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:///{tmp_path}/s.log"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
 def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(
     kind, tmp_path, request, monkeypatch
 ):
     """What a killed worker leaves: a RUNNING trial that no longer beats. Heartbeats go through
-    the study's own storage (Optuna wraps ours in a cache), as the engine's loop uses it."""
+    the study's own storage (Optuna wraps ours in a cache), as the engine's loop uses it; on
+    journal storage through ours (Optuna's JournalStorage has none)."""
     monkeypatch.setattr(st, "HEARTBEAT_INTERVAL", 1)
     monkeypatch.setattr(st, "GRACE_PERIOD", 2)
-    url = (
-        f"sqlite:///{tmp_path}/s.db"
-        if kind == "sqlite"
-        else request.getfixturevalue("postgres").new_database()
-    )
+    url = _url(kind, tmp_path, request)
     study = optuna.create_study(storage=get_storage(url, heartbeat=True))
     assert st.heartbeats_enabled(study._storage)
     alive, dead = study.ask(), study.ask()
@@ -113,6 +116,43 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(
     assert states[dead.number] == TrialState.FAIL
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
+
+
+def test_journal_heartbeats_fail_a_dead_trial_once_across_workers(tmp_path, monkeypatch):
+    """Two workers (two storages on one journal file) look at the same stale trial: one fails
+    it and retries it, the other finds it finished; the dead trial's own beat thread, should its
+    worker come back, stops quietly instead of raising."""
+    monkeypatch.setattr(st, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(st, "GRACE_PERIOD", 2)
+    url = f"journal:///{tmp_path}/s.log"
+    first = optuna.create_study(study_name="j", storage=get_storage(url, heartbeat=True))
+    assert isinstance(first._storage, st.HeartbeatJournalStorage)
+    second = optuna.load_study(study_name="j", storage=get_storage(url, heartbeat=True))
+    dead = first.ask()
+    dead.suggest_int("x", 0, 9)
+    first._storage.record_heartbeat(dead._trial_id)
+    optuna.storages.fail_stale_trials(second)  # within the grace period: left alone
+    assert second.trials[0].state == TrialState.RUNNING
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(second)
+    optuna.storages.fail_stale_trials(first)
+    trials = get_storage(url).get_all_trials(first._study_id)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].system_attrs["failed_trial"] == dead.number
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        first._storage.record_heartbeat(dead._trial_id)
+    # A retried trial carries its predecessor's last beat: its own start keeps it alive.
+    retry = second.ask()
+    assert retry.number == trials[1].number
+    optuna.storages.fail_stale_trials(first)
+    assert get_storage(url).get_trial(retry._trial_id).state == TrialState.RUNNING
+    # A beating worker whose trial another worker failed stops beating, without an error.
+    errors = []
+    with st.Heartbeat(second._storage, retry._trial_id, on_lost=errors.append) as beat:
+        first._storage.set_trial_state_values(retry._trial_id, TrialState.FAIL)
+        beat._thread.join(timeout=5)
+        assert not beat._thread.is_alive()
+    assert errors == []
 
 
 def test_sqlite_files_are_in_wal_mode(tmp_path):

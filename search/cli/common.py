@@ -20,6 +20,15 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 state = {"debug": False}  # set by the app's callback (--debug)
 
+ENV_PREFIX = "FMNIST_SEARCH_"
+
+
+def env(name: str) -> dict[str, Any]:
+    """Options that a cluster's job template sets through the environment: ``--trials`` reads
+    ``FMNIST_SEARCH_TRIALS`` when not given, and ``--help`` says so."""
+    return {"envvar": ENV_PREFIX + name, "show_envvar": True}
+
+
 StorageOpt = Annotated[
     str | None,
     typer.Option(
