@@ -32,6 +32,7 @@ from search.storage import get_storage, mask_password, sqlite_path, storage_url
 
 ENV_ARTIFACTS = "FMNIST_SEARCH_ARTIFACTS"  # overrides the artifact folder for every command
 ARTIFACTS = "artifacts"  # folder name: beside the SQLite file, else in the working directory
+ARTIFACTS_OFF = "none"  # $FMNIST_SEARCH_ARTIFACTS / --artifacts value that turns artifacts off
 LEARNING_CURVES = "learning_curves.png"  # per-trial artifact file names
 CONFUSION = "val_confusion.png"
 WARNING_ATTR = "dashboard_warning"  # user attribute of a trial whose artifacts failed to upload
@@ -53,6 +54,46 @@ def artifact_dir(url: str | None = None, override: str | Path | None = None) -> 
     if url.startswith("sqlite:///"):
         return sqlite_path(url).parent / ARTIFACTS
     return Path(ARTIFACTS)
+
+
+def artifacts_off(override: str | Path | None = None) -> bool:
+    """``--artifacts none`` / ``FMNIST_SEARCH_ARTIFACTS=none``: no artifact folder at all (workers
+    on machines that share none); trial notes and learning curves still show the results."""
+    return str(override or os.environ.get(ENV_ARTIFACTS, "")).lower() == ARTIFACTS_OFF
+
+
+def trial_note(number: int, attrs: dict[str, Any]) -> str:
+    """A trained trial's markdown note: its score, learning curve and validation confusion
+    matrix as tables (stored with the trial, so no artifact folder is needed to see them)."""
+    from search.data import CLASSES
+
+    history = attrs.get("history") or []
+    lines = [
+        f"## Trial {number}: validation accuracy {attrs.get('val_accuracy', float('nan')):.4f}",
+        "",
+        "| epoch | images seen | train loss | val loss | val accuracy | seconds |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h in history:
+        seen = h.get("images_seen")
+        lines.append(
+            f"| {h.get('epoch', 0):g} | {'-' if seen is None else f'{int(seen):,}'} "
+            f"| {h.get('train_loss', float('nan')):.4f} | {h.get('val_loss', float('nan')):.4f} "
+            f"| {h.get('val_accuracy', float('nan')):.4f} | {h.get('seconds', 0):.0f} |"
+        )
+    confusion = attrs.get("val_confusion")
+    if confusion:
+        short = [c.split("/")[0].split(" ")[0] for c in CLASSES]
+        lines += [
+            "",
+            "Validation confusion (rows: true class, columns: predicted):",
+            "",
+            "| true \\ predicted | " + " | ".join(short) + " |",
+            "|---|" + "---:|" * len(short),
+        ]
+        for name, row in zip(short, confusion, strict=False):
+            lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |")
+    return "\n".join(lines)
 
 
 def artifact_store(
@@ -95,6 +136,41 @@ def _step_axis(attrs: dict[str, Any]) -> str:
     return "epochs"
 
 
+def _objectives(attrs: dict[str, Any]) -> str:
+    text = (
+        "validation cross-entropy (`val_loss`), minimised, reported after every pass (the "
+        "learning curves)"
+    )
+    others = attrs.get("objectives", ["val_loss"])[1:]
+    if not others:
+        return text
+    what = {
+        "params": "the parameter count (`n_params`)",
+        "latency": "the latency at batch 1 in ms (`latency_ms`, measured before training)",
+    }
+    return (
+        "two, both minimised: validation cross-entropy (`val_loss`) and "
+        f"{what[others[0]]}; the Pareto front is the study's best trials. Trials are pruned "
+        "by successive halving on validation loss (stored per rung, as Optuna takes no "
+        "reports from such studies); each trial's note and `history` hold its learning curve"
+    )
+
+
+def _first_trials(attrs: dict[str, Any]) -> list[str]:
+    """Where a study's first trials came from, when ``--warm-from`` chose them."""
+    source = attrs.get("warm_from")
+    if not source:
+        return []
+    return [f"- **first trials:** warm-started from {', '.join(f'`{s}`' for s in source)}"]
+
+
+def _budgets(attrs: dict[str, Any]) -> list[str]:
+    from search.studies import describe_budgets
+
+    text = describe_budgets(attrs)
+    return [f"- **budgets:** {text}; configurations over them are pruned untrained"] if text else []
+
+
 def study_note(name: str, attrs: dict[str, Any]) -> str:
     """The markdown note of a study, from its user attributes (see ``engine.open_study``)."""
     seed = attrs.get("seed", 42)
@@ -110,15 +186,17 @@ def study_note(name: str, attrs: dict[str, Any]) -> str:
             f"50,000 training / 10,000 validation images (`random_state={seed}`){subset}; the "
             "search never reads the test set",
             f"- **seed:** {seed} (the split, the sampler, and each trial with its number)",
-            "- **objective:** validation cross-entropy (`val_loss`), minimised, reported after "
-            f"every pass (the learning curves); epoch budget per trial: {attrs.get('epochs')}",
+            f"- **objective:** {_objectives(attrs)}; epoch budget per trial: {attrs.get('epochs')}",
             f"- **step axis of the intermediate values:** {_step_axis(attrs)}",
             f"- **sampler:** {attrs.get('sampler')}, **pruner:** {attrs.get('pruner')}",
+            *_first_trials(attrs),
+            *_budgets(attrs),
             f"- **versions:** {_versions(attrs)}",
             "",
-            "Each completed trial has two artifacts: its learning curves and its validation "
-            "confusion matrix. User attributes hold `val_accuracy`, per-class accuracy, the "
-            "confusion counts, the per-epoch history and the resolved `config`.",
+            "Each trained trial has a note with its learning curve and validation confusion "
+            "matrix as tables, and (unless artifacts are off) the same two as PNG artifacts. "
+            "User attributes hold `val_accuracy`, per-class accuracy, the confusion counts, the "
+            "per-epoch history, the worker that trained it and the resolved `config`.",
         ]
     )
 
@@ -137,13 +215,19 @@ class DashboardHooks:
         save_note(study, study_note(study.study_name, study.user_attrs))
 
     def trial_trained(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Upload a trained trial's learning-curve and confusion-matrix PNGs as artifacts, drawn
-        from its stored ``history`` and ``val_confusion`` user attributes.
+        """Give a trained trial a note (its learning curve and confusion matrix as tables) and
+        upload its learning-curve and confusion-matrix PNGs as artifacts (unless artifacts are
+        off), drawn from its stored ``history`` and ``val_confusion`` user attributes.
 
         Never fails the trial: any error becomes the trial's ``dashboard_warning`` attribute.
         """
         try:
-            _upload_trial_figures(study, trial, artifact_store(self.url))
+            from optuna_dashboard import save_note
+
+            # In the storage itself: readable where the workers share no artifact folder.
+            save_note(trial, trial_note(trial.number, trial.user_attrs))
+            if not artifacts_off():
+                _upload_trial_figures(study, trial, artifact_store(self.url))
         except Exception as exc:  # the trial's result matters more than its pictures
             message = first_line(f"artifacts not uploaded: {type(exc).__name__}: {exc}")
             try:
@@ -191,6 +275,8 @@ def report_written(
         own = get_note(study).split(REPORT_MARK)[0].rstrip()
         own = own or study_note(study.study_name, study.user_attrs)
         save_note(study, f"{own}\n\n{REPORT_MARK}\n\n{summary}")
+        if artifacts_off():
+            return None
         store = artifact_store(url)
         try:
             earlier = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
@@ -258,7 +344,8 @@ def make_server(
             f"storage {url}: {sqlite_path(url)} does not exist; start a study there first "
             f"(`fmnist-search run --storage {url}`) or pass the right --storage"
         )
-    app = wsgi(get_storage(url), artifact_store=artifact_store(url, artifacts))
+    store = None if artifacts_off(artifacts) else artifact_store(url, artifacts)
+    app = wsgi(get_storage(url), artifact_store=store)
     server_class = _Server6 if ":" in host else _Server
     try:
         server = server_class((host, port), _QuietHandler)
@@ -303,7 +390,8 @@ def serve(server: WSGIServer) -> None:
 
 def describe(server: WSGIServer, storage: str | None, artifacts: str | Path | None) -> str:
     url = storage_url(storage)
+    folder = "off" if artifacts_off(artifacts) else artifact_dir(url, artifacts)
     return (
         f"optuna-dashboard on {address(server)}/dashboard (storage {mask_password(url)}, "
-        f"artifacts {artifact_dir(url, artifacts)}); Ctrl-C stops it"
+        f"artifacts {folder}); Ctrl-C stops it"
     )

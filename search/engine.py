@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -17,7 +19,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search import registry
+from search import latency, registry
 from search.data import check_train_limit, load_split, train_images
 from search.errors import InvalidConfig, UsageError, UserError, check_range, first_line
 from search.models import build_model, count_parameters
@@ -31,7 +33,15 @@ from search.storage import (
     storage_lost,
     storage_url,
 )
-from search.studies import TrialFacts, count_states, describe_trial, finished, trial_seed
+from search.studies import (
+    TrialFacts,
+    best_trials,
+    count_states,
+    describe_trial,
+    finished,
+    trial_seed,
+)
+from search.studies import load as load_study
 from search.training import (
     FIDELITIES,
     DeviceData,
@@ -49,7 +59,9 @@ WAIT_SECONDS = 2.0  # between looks at the study while other workers run its las
 # Seeds feed scikit-learn's split and NumPy's generators (0 <= seed < 2**32); a study adds its
 # trial count and worker offsets to its seed, so the seed itself stays below 2**31.
 SEED_MAX = 2**31 - 1
-WORKER_SEED_STRIDE = 7919  # sampler seed offset between --jobs workers
+WORKER_SEED_STRIDE = 7919  # sampler seed offset between workers
+MAX_WORKERS = 100_000  # keeps seed + stride x worker index within NumPy's seed range
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # which process trains a trial ("worker")
 
 
 @dataclass
@@ -73,15 +85,28 @@ class RunOptions:
     compile: bool = False  # torch.compile each trial's model
     train_limit: int | None = None  # stratified subset of the 50k training split
     warm_start: bool = True  # enqueue the space's WARM_START configs in a new study
+    # "STUDY[:K]": a new study's first trials are the K (default 3) best configurations of an
+    # earlier study of the same space, in the same storage (then the warm start, if on).
+    warm_from: str | None = None
+    # Budgets: a configuration over either is pruned before any training ("over budget: ...")
+    # and marked infeasible for the sampler (Trial.set_constraint). Stored with the study.
+    max_params: int | None = None  # trainable parameters
+    max_latency: float | None = None  # milliseconds per image at batch 1 (search.latency)
+    # What the study minimises: ("val_loss",), or validation loss and one of "params" and
+    # "latency" (a two-objective study; trials still pruned on validation loss, by us).
+    objectives: tuple[str, ...] = ("val_loss",)
     data_dir: str | None = None
     jobs: int = 1  # local worker processes (see search.workers)
     command: str = ""  # the command line, stored with the study
-    worker: int = 0  # index of this worker among --jobs local workers (offsets sampler seeds)
+    # This worker's index among the study's workers (offsets the sampler's seed): a cluster
+    # job's index (--worker-index), times --jobs, plus the index among the local --jobs workers.
+    worker: int = 0
 
     def __post_init__(self) -> None:
         check_range("--trials", self.trials, 1)
         check_range("--epochs", self.epochs, 1)
         check_range("--jobs", self.jobs, 1)
+        check_range("--worker-index", self.worker, 0, MAX_WORKERS)
         check_range("--seed", self.seed, 0, SEED_MAX)
         if self.timeout is not None:
             check_range("--timeout", self.timeout, 0, above=True)
@@ -90,8 +115,25 @@ class RunOptions:
             raise UsageError(
                 f"unknown fidelity {self.fidelity!r}: use one of {', '.join(FIDELITIES)}"
             )
+        if self.warm_from is not None:
+            parse_warm_from(self.warm_from)
+        if self.max_params is not None:
+            check_range("--max-params", self.max_params, 1)
+        if self.max_latency is not None:
+            check_range("--max-latency", self.max_latency, 0, above=True)
+        self.objectives = registry.parse_objectives(self.objectives)
+        if self.multi_objective and self.pruner not in ("sha", "none"):
+            raise UsageError(
+                f"--pruner {self.pruner} cannot judge a study with several objectives (Optuna's "
+                "pruners need one): with --objectives, trials are pruned by successive halving "
+                "on validation loss (--pruner sha, the default) or not at all (--pruner none)"
+            )
         registry.make_sampler(self.sampler, 0)  # unknown names fail here, before any work
         registry.make_pruner(self.pruner, self.epochs)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def study_name(self) -> str:
@@ -131,15 +173,62 @@ class NoHooks:
 # --- opening a study --------------------------------------------------------------------------
 
 
-def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Study, bool]:
-    """Create the study or load it; returns (study, created).
+WARM_FROM_DEFAULT = 3  # configurations --warm-from STUDY takes without :K
+
+
+def parse_warm_from(value: str) -> tuple[str, int]:
+    """``"STUDY"`` or ``"STUDY:K"`` -> (study, K)."""
+    name, sep, k = value.rpartition(":")
+    if not sep or not k.isdigit():
+        name, k = value, str(WARM_FROM_DEFAULT)
+    if not name or int(k) < 1:
+        raise UsageError(
+            f"--warm-from {value!r} is not STUDY or STUDY:K with K >= 1, e.g. --warm-from cnn:5"
+        )
+    return name, int(k)
+
+
+def warm_from_configs(opts: RunOptions, space: registry.SearchSpace) -> list[tuple[str, dict]]:
+    """(name, params) of the configurations ``--warm-from`` enqueues: the K best completed
+    trials of the source study, rebuilt from their stored configs (so that a study made with an
+    older version of the space still yields valid parameters). Refuses another space's study."""
+    assert opts.warm_from is not None
+    source_name, k = parse_warm_from(opts.warm_from)
+    if source_name == opts.study_name:
+        raise UsageError(
+            f"--warm-from {source_name!r} names the study being run: give an earlier study"
+        )
+    source = load_study(source_name, opts.storage)
+    source_space = source.user_attrs.get("space")
+    if source_space != opts.space:
+        raise UsageError(
+            f"study {source_name!r} searched space {source_space!r}, not {opts.space!r}: "
+            f"--warm-from takes a study of the same space"
+        )
+    found = []
+    for t in best_trials(source, k):
+        config = t.user_attrs.get("config")
+        params = space.to_params(RunConfig.from_dict(config)) if config else dict(t.params)
+        found.append((f"{source_name} trial {t.number}", params))
+    if not found:
+        raise UsageError(
+            f"study {source_name!r} has no completed trial to warm-start from yet: run it first"
+        )
+    return found
+
+
+def open_study(
+    opts: RunOptions, hooks: Hooks | None = None, attrs: dict[str, Any] | None = None
+) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; returns (study, created). ``attrs``: more user attributes
+    for a new study (set before the hooks see it).
 
     Creation is atomic in the database (unique study names), so among workers that start
     together exactly one sees ``created`` and enqueues the warm start.
     """
     name = opts.study_name
     storage = get_storage(opts.storage, heartbeat=True)
-    pruner = registry.make_pruner(opts.pruner, rungs(opts, opts.fidelity))
+    pruner = optuna_pruner(opts, opts.fidelity)
     # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
     # that a resumed random sampler does not replay its points; a new study repeats exactly.
     worker_offset = WORKER_SEED_STRIDE * opts.worker
@@ -149,7 +238,7 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
             storage=storage,
             sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset),
             pruner=pruner,
-            direction="minimize",
+            directions=["minimize"] * len(opts.objectives),
         )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
@@ -159,12 +248,19 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
                 f"study {name!r} searches space {old_space!r}, not {opts.space!r}: "
                 f"pass --space {old_space} or a new --study name"
             ) from None
+        check_budgets(name, study.user_attrs, opts)
+        stored = tuple(study.user_attrs.get("objectives", ["val_loss"]))
+        if stored != opts.objectives:
+            raise UsageError(
+                f"study {name!r} minimises {','.join(stored)}, not {','.join(opts.objectives)}: "
+                f"pass --objectives {','.join(stored)} to resume it, or a new --study name"
+            ) from None
         fidelity = study.user_attrs.get("fidelity", "epochs")  # studies made before fidelity
-        study.pruner = registry.make_pruner(opts.pruner, rungs(opts, fidelity))
+        study.pruner = optuna_pruner(opts, fidelity)
         n_before = len(study.get_trials(deepcopy=False))
         study.sampler = registry.make_sampler(opts.sampler, opts.seed + n_before + worker_offset)
         return study, False
-    study.set_metric_names([METRIC])
+    study.set_metric_names([registry.OBJECTIVES[o] for o in opts.objectives])
     for key, value in {
         "space": opts.space,
         "seed": opts.seed,
@@ -176,6 +272,9 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
         "pruner": opts.pruner,
         "command": opts.command,
         "versions": versions(),
+        **budgets(opts),
+        "objectives": list(opts.objectives),
+        **(attrs or {}),
     }.items():
         study.set_user_attr(key, value)
     (hooks or NoHooks()).study_created(study)
@@ -183,6 +282,38 @@ def open_study(opts: RunOptions, hooks: Hooks | None = None) -> tuple[optuna.Stu
 
 
 STEP_UNITS = {"images": "training images seen", "epochs": "epoch"}  # a study's step axis
+
+
+def budgets(opts: RunOptions) -> dict[str, float | int | None]:
+    """The budgets as a study stores them (user attributes)."""
+    return {"max_params": opts.max_params, "max_latency_ms": opts.max_latency}
+
+
+def check_budgets(name: str, stored: dict[str, Any], opts: RunOptions) -> None:
+    """A study is resumed only under the budgets it was made with."""
+    old = {k: stored.get(k) for k in ("max_params", "max_latency_ms")}
+    if old != budgets(opts):
+
+        def flags(b: dict[str, Any]) -> str:
+            text = " ".join(
+                f"--{flag} {b[key]}"
+                for key, flag in (("max_params", "max-params"), ("max_latency_ms", "max-latency"))
+                if b[key] is not None
+            )
+            return text or "no budget"
+
+        raise UsageError(
+            f"study {name!r} was made with {flags(old)}, not {flags(budgets(opts))}: pass the "
+            "same budgets to resume it, or a new --study name"
+        )
+
+
+def optuna_pruner(opts: RunOptions, fidelity: str) -> optuna.pruners.BasePruner:
+    """The pruner Optuna is given: the chosen one, or none for a study with several objectives
+    (Optuna refuses their reports; ``registry.SuccessiveHalving`` judges them in the trainer)."""
+    if opts.multi_objective:
+        return optuna.pruners.NopPruner()
+    return registry.make_pruner(opts.pruner, rungs(opts, fidelity))
 
 
 def rungs(opts: RunOptions, fidelity: str) -> registry.Rungs:
@@ -197,14 +328,22 @@ def study_fidelity(study: optuna.Study) -> str:
     return study.user_attrs.get("fidelity", "epochs")
 
 
-def enqueue_warm_start(study: optuna.Study, space: registry.SearchSpace, limit: int) -> list[str]:
-    """Enqueue the space's WARM_START configs (at most ``limit``, the study's trial count, so
-    that a short study leaves no trial waiting)."""
+def enqueue_warm_start(
+    study: optuna.Study,
+    space: registry.SearchSpace,
+    limit: int,
+    first: list[tuple[str, dict]] | None = None,
+    builtin: bool = True,
+) -> list[str]:
+    """Enqueue ``first`` (``--warm-from``'s configurations), then the space's WARM_START
+    configs if ``builtin``: at most ``limit`` in all (the study's trial count, so that a short
+    study leaves no trial waiting)."""
+    queue = list(first or [])
+    if builtin:
+        queue += [(name, space.to_params(cfg)) for name, cfg in space.WARM_START.items()]
     names = []
-    for name, cfg in list(space.WARM_START.items())[:limit]:
-        study.enqueue_trial(
-            space.to_params(cfg), user_attrs={"warm_start": name}, skip_if_exists=True
-        )
+    for name, params in queue[:limit]:
+        study.enqueue_trial(params, user_attrs={"warm_start": name}, skip_if_exists=True)
         names.append(name)
     return names
 
@@ -214,9 +353,11 @@ def prepare(opts: RunOptions, hooks: Hooks | None = None) -> optuna.Study:
     space = registry.get_space(opts.space)
     url = storage_url(opts.storage)
     try:
-        study, created = open_study(opts, hooks)
-        if opts.warm_start and created:
-            enqueue_warm_start(study, space, opts.trials)
+        first = warm_from_configs(opts, space) if opts.warm_from else []
+        attrs = {"warm_from": [name for name, _ in first]} if first else None
+        study, created = open_study(opts, hooks, attrs)
+        if created and (first or opts.warm_start):
+            enqueue_warm_start(study, space, opts.trials, first, opts.warm_start)
     except Exception as exc:
         cause = storage_failure(exc)
         if cause is None:
@@ -308,7 +449,40 @@ class Trainer:
         except InvalidConfig as exc:
             raise InvalidConfig(f"invalid configuration: {exc}") from None
 
-    def __call__(self, study: optuna.Study, trial: optuna.Trial) -> float:
+    def check_budget(self, trial: optuna.Trial, cfg: RunConfig, n_params: int) -> None:
+        """Prune a configuration over the study's budgets before any training; tell the
+        sampler how far over (or under) it is."""
+        opts, over = self.opts, []
+        if opts.max_params is not None:
+            trial.set_constraint("max_params", n_params - opts.max_params)
+            if n_params > opts.max_params:
+                over.append(f"{n_params:,} parameters > --max-params {opts.max_params:,}")
+        if opts.max_latency is not None:
+            lat = latency.measure(build_model(cfg.model), self.data.device)
+            trial.set_user_attr("latency_ms", lat.batch1_ms)
+            trial.set_user_attr("latency", lat.describe())
+            trial.set_constraint("max_latency", lat.batch1_ms - opts.max_latency)
+            if lat.batch1_ms > opts.max_latency:
+                over.append(f"{lat.batch1_ms:.3f} ms > --max-latency {opts.max_latency:g} ms")
+        if over:
+            trial.set_user_attr("pruned_reason", "over budget: " + "; ".join(over))
+            raise optuna.TrialPruned
+
+    def objective_values(self, trial: optuna.Trial, cfg: RunConfig, n_params: int) -> list[float]:
+        """The objectives after the first (validation loss), known before training."""
+        values = []
+        for name in self.opts.objectives[1:]:
+            if name == "params":
+                values.append(float(n_params))
+            else:  # latency, measured once (the budget may have measured it already)
+                if "latency_ms" not in trial.user_attrs:
+                    lat = latency.measure(build_model(cfg.model), self.data.device)
+                    trial.set_user_attr("latency_ms", lat.batch1_ms)
+                    trial.set_user_attr("latency", lat.describe())
+                values.append(float(trial.user_attrs["latency_ms"]))
+        return values
+
+    def __call__(self, study: optuna.Study, trial: optuna.Trial) -> float | list[float]:
         _free_device_memory(self.data.device)  # the previous trial's model is gone by now
         cfg, n_params = self.config(trial)
         seed = trial_seed(self.opts.seed, trial.number)
@@ -320,8 +494,14 @@ class Trainer:
             "precision": self.data.precision_for(cfg.model),
             "normalization": {"mean": self.data.mean, "std": self.data.std},
             "versions": versions(),
+            "worker": WORKER_ID,
         }.items():
             trial.set_user_attr(key, value)
+        self.check_budget(trial, cfg, n_params)
+        others = self.objective_values(trial, cfg, n_params)
+        judge = None
+        if self.opts.multi_objective and self.opts.pruner == "sha":
+            judge = registry.SuccessiveHalving(rungs(self.opts, self.fidelity))
         self.progress.trial_started(trial.number, n_params, self.opts.epochs)
         history: list[dict[str, float]] = []
 
@@ -329,7 +509,11 @@ class Trainer:
             with self.interrupts.held():
                 history.append(metrics)
                 self._record(trial, epoch, history, val)
-                prune = trial.should_prune()
+                if judge is not None:
+                    step = self._step(metrics)
+                    prune = judge.prune(study, trial, step, metrics["val_loss"])
+                else:
+                    prune = not self.opts.multi_objective and trial.should_prune()
                 if prune:
                     trial.set_user_attr("pruned_reason", self._prune_reason(metrics))
             if prune:
@@ -342,11 +526,12 @@ class Trainer:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned from None
         self.hooks.trial_trained(study, trial)
-        return result.val.loss
+        return [result.val.loss, *others] if others else result.val.loss
 
     def _record(self, trial: optuna.Trial, epoch: int, history: list, val: Any) -> None:
         metrics = history[-1]
-        trial.report(metrics["val_loss"], self._step(metrics))
+        if not self.opts.multi_objective:  # Optuna refuses reports with several objectives
+            trial.report(metrics["val_loss"], self._step(metrics))
         for key, value in {
             "history": history,
             "epochs_run": metrics["epoch"],  # epochs of images seen: 0.2, 0.6, 1, 2, ...
@@ -526,10 +711,8 @@ def run_study(
 
 def summarize(study: optuna.Study, url: str, seconds: float, interrupted: bool) -> RunSummary:
     counts = count_states(study)
-    try:
-        best = describe_trial(study.best_trial)
-    except ValueError:
-        best = None
+    top = best_trials(study, 1)
+    best = describe_trial(top[0]) if top else None
     return RunSummary(
         study=study.study_name,
         storage=mask_password(url),

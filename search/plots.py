@@ -159,3 +159,45 @@ def param_importances(importances: dict[str, float], path: Path, limit: int = 20
     )
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def pareto(
+    points: Sequence[dict[str, Any]],
+    retrained: Sequence[dict[str, Any]],
+    references: Sequence[dict[str, Any]],
+    xlabel: str,
+    path: Path,
+) -> Path:
+    """Validation accuracy of a two-objective study's completed trials against the second
+    objective, its Pareto front joined and marked, the re-trained members' test accuracy
+    (mean, std bars), and reference models.
+
+    ``points``: [{"objective", "val_accuracy", "on_front"}]; ``retrained``: [{"label",
+    "objective", "mean", "std"}]; ``references``: [{"model", "objective", "val_accuracy"}].
+    """
+    fig, ax = plt.subplots(figsize=(8, 5))
+    rest = [(p["objective"], p["val_accuracy"]) for p in points if not p["on_front"]]
+    front = sorted(
+        (p["objective"], p["val_accuracy"]) for p in points if p["on_front"] and p["val_accuracy"]
+    )
+    rest = [(x, y) for x, y in rest if y is not None]
+    if rest:
+        ax.scatter(*zip(*rest, strict=True), s=16, color="0.65", label="completed trials")
+    if front:
+        ax.plot(*zip(*front, strict=True), "o-", color="C3", drawstyle="steps-post",
+                label="Pareto front (validation)")  # fmt: skip
+    for i, m in enumerate(retrained):
+        ax.errorbar(m["objective"], m["mean"], yerr=m["std"] or 0, fmt="D", color=f"C{i % 3}",
+                    capsize=3, label=f"{m['label']}: test, re-trained")  # fmt: skip
+    for r in references:
+        ax.scatter(r["objective"], r["val_accuracy"], marker="s", color="k", s=22)
+        ax.annotate(r["model"], (r["objective"], r["val_accuracy"]), fontsize=6,
+                    xytext=(3, -8), textcoords="offset points")  # fmt: skip
+    if references:
+        label = "seed's models (validation, recorded)"
+        ax.scatter([], [], marker="s", color="k", s=22, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel="accuracy", title="accuracy against " + xlabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

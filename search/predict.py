@@ -12,12 +12,15 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from search.checkpoint import Checkpoint
+from search.checkpoint import load as load_checkpoint
+from search.data import CLASSES
 from search.errors import UserError, first_line
 from search.training import normalize
 
@@ -181,15 +184,30 @@ def probabilities(ckpt: Checkpoint, images: np.ndarray | torch.Tensor) -> torch.
     return torch.softmax(ckpt.model.eval()(x).float(), dim=1).cpu()
 
 
-def predict_files(ckpt: Checkpoint, paths: list[str | Path], top: int = 3) -> list[Prediction]:
-    """Prepare every image first (so a bad file fails before any work), then classify them."""
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """A checkpoint (best.pt), or an ONNX model made by `fmnist-search export` (a TorchScript
+    .ts file is refused with the reason: it carries code)."""
+    if Path(path).suffix in (".onnx", ".ts"):
+        from search import export
+
+        return export.load(path)
+    return load_checkpoint(path, device)
+
+
+def predict_files(model: Any, paths: list[str | Path], top: int = 3) -> list[Prediction]:
+    """Prepare every image first (so a bad file fails before any work), then classify them with
+    ``model`` (a Checkpoint, or an exported model from ``load_model``)."""
     images = np.stack([load_image(p) for p in paths])
-    probs = probabilities(ckpt, images)
+    if isinstance(model, Checkpoint):
+        probs = probabilities(model, images)
+    else:
+        probs = torch.from_numpy(model.probabilities(images.astype(np.float32)))
+    classes = list(model.classes or CLASSES)
     k = max(1, min(top, probs.shape[1]))
     result = []
     for path, p in zip(paths, probs, strict=True):
         values, idx = p.topk(k)
-        top_k = [(ckpt.classes[i], float(v)) for v, i in zip(values, idx.tolist(), strict=True)]
+        top_k = [(classes[i], float(v)) for v, i in zip(values, idx.tolist(), strict=True)]
         result.append(Prediction(image=str(path), top=top_k, index=int(idx[0])))
     return result
 

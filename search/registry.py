@@ -174,3 +174,65 @@ def get_space(name: str) -> SearchSpace:
         if not hasattr(module, attr):
             raise UsageError(f"spaces/{name}.py defines no {attr}: see spaces/__init__.py")
     return cast(SearchSpace, module)
+
+
+# --- objectives -------------------------------------------------------------------------------
+
+# --objectives names -> the trial attribute that holds the value (validation loss is the value
+# Optuna is told first; the others are facts of the configuration, known before training).
+OBJECTIVES = {"val_loss": "val_loss", "params": "n_params", "latency": "latency_ms"}
+
+
+def parse_objectives(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """ "val_loss,params" -> ("val_loss", "params"): validation loss first, then at most one of
+    params or latency, each minimised."""
+    names = tuple(n.strip() for n in text.split(",")) if isinstance(text, str) else tuple(text)
+    allowed = ("val_loss",) + tuple(f"val_loss,{o}" for o in OBJECTIVES if o != "val_loss")
+    if names not in [tuple(a.split(",")) for a in allowed]:
+        raise UsageError(
+            f"--objectives {','.join(names)!r} is not one of {', '.join(allowed)}: validation "
+            "loss comes first, then at most one of params or latency"
+        )
+    return names
+
+
+class SuccessiveHalving:
+    """Successive halving on the first objective (validation loss) for studies with several
+    objectives, where Optuna refuses ``Trial.report`` and so its pruners: the rungs are decided
+    here on the values each trial stores at each rung.
+
+    Rungs at ``min_step`` x ``reduction_factor``^k (k = 0, 1, ...). When a trial's step reaches a
+    rung, its validation loss there is stored (system attribute ``fmnist_search:rung_k``); it goes
+    on only if it is within the best 1/reduction_factor of all trials that reached that rung (while
+    fewer than reduction_factor have, only if it is the best of them), as Optuna's asynchronous
+    successive halving decides. The not-learning rule applies as with the other pruners.
+    """
+
+    def __init__(self, rungs: Rungs, reduction_factor: int = 3) -> None:
+        self.rungs, self.rf = rungs, reduction_factor
+
+    @staticmethod
+    def key(k: int) -> str:
+        return f"fmnist_search:rung_{k}"
+
+    def prune(self, study: optuna.Study, trial: optuna.Trial, step: int, value: float) -> bool:
+        if at_chance(value, step, self.rungs.chance_step):
+            return True
+        k, rung = 0, self.rungs.min_step
+        judged = trial.storage.get_trial_system_attrs(trial._trial_id)
+        while rung <= step:
+            if self.key(k) not in judged:
+                trial.storage.set_trial_system_attr(trial._trial_id, self.key(k), value)
+                rivals = [
+                    t.system_attrs[self.key(k)]
+                    for t in study.get_trials(deepcopy=False)
+                    if self.key(k) in t.system_attrs
+                    and t.number != trial.number
+                    and t.state != optuna.trial.TrialState.FAIL  # a retry carries its values
+                ]
+                ranked = sorted([*rivals, value])
+                threshold = ranked[max(0, len(ranked) // self.rf - 1)]
+                if value > threshold:
+                    return True
+            k, rung = k + 1, rung * self.rf
+        return False

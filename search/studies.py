@@ -58,6 +58,18 @@ class TrialFacts:
     params: dict[str, Any]
     config: dict[str, Any] | None
     warm_start: str | None
+    values: list[float] | None = None  # every objective (validation loss first)
+    latency_ms: float | None = None  # measured where the study has a latency budget or objective
+
+
+def val_loss(t: FrozenTrial) -> float | None:
+    """A finished trial's validation loss: its value, or its first value in a study with
+    several objectives (validation loss is always the first)."""
+    return t.values[0] if t.values else None
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
 
 
 def describe_trial(t: FrozenTrial) -> TrialFacts:
@@ -65,7 +77,7 @@ def describe_trial(t: FrozenTrial) -> TrialFacts:
     return TrialFacts(
         number=t.number,
         state=t.state.name,
-        val_loss=t.value,
+        val_loss=val_loss(t),
         val_accuracy=attrs.get("val_accuracy"),
         n_params=attrs.get("n_params"),
         epochs_run=attrs.get("epochs_run"),
@@ -74,6 +86,8 @@ def describe_trial(t: FrozenTrial) -> TrialFacts:
         params=dict(t.params),
         config=attrs.get("config"),
         warm_start=attrs.get("warm_start"),
+        values=list(t.values) if t.values else None,
+        latency_ms=attrs.get("latency_ms"),
     )
 
 
@@ -106,11 +120,8 @@ def list_studies(storage: str | None = None) -> list[StudyRow]:
     rows = []
     for name in optuna.get_all_study_names(st):
         study = optuna.load_study(study_name=name, storage=st)
-        try:
-            best = study.best_trial
-            best_loss, best_n = best.value, best.number
-        except ValueError:
-            best_loss, best_n = math.nan, None
+        top = best_trials(study, 1)
+        best_loss, best_n = (val_loss(top[0]), top[0].number) if top else (math.nan, None)
         rows.append(
             StudyRow(
                 study=name,
@@ -125,6 +136,88 @@ def list_studies(storage: str | None = None) -> list[StudyRow]:
 
 
 def best_trials(study: optuna.Study, k: int = 1) -> list[FrozenTrial]:
-    """The k completed trials with the lowest validation loss."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value)[:k]
+    """The k completed trials with the lowest validation loss; in a study with several
+    objectives, the k members of its Pareto front with the lowest validation loss."""
+    if is_multi_objective(study):
+        done = study.best_trials  # the Pareto front
+    else:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: (val_loss(t), t.number))[:k]
+
+
+# Columns of `fmnist-search trials`, in order; the trial's parameters follow as param_NAME.
+TRIAL_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "val_accuracy",
+    "n_params",
+    "latency_ms",
+    "epochs_run",
+    "seconds",
+    "warm_start",
+    "pruned_reason",
+    "fail_reason",
+    "retry_of",
+    "worker",
+    "datetime_start",
+    "datetime_complete",
+)
+
+
+def trial_record(t: FrozenTrial) -> dict[str, Any]:
+    """Everything `fmnist-search trials` exports of one trial (None where not recorded;
+    ``latency_ms`` exists only for trials that measured one). ``values`` lists every objective
+    (one for a ``run`` study); ``params`` are the sampled parameters."""
+    attrs = t.user_attrs
+
+    def when(d: Any) -> str | None:
+        return None if d is None else d.isoformat(timespec="seconds")
+
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.values[0] if t.values else None,
+        "values": list(t.values) if t.values else None,
+        "val_accuracy": attrs.get("val_accuracy"),
+        "n_params": attrs.get("n_params"),
+        "latency_ms": attrs.get("latency_ms"),
+        "epochs_run": attrs.get("epochs_run"),
+        "seconds": attrs.get("seconds"),
+        "warm_start": attrs.get("warm_start"),
+        "pruned_reason": attrs.get("pruned_reason"),
+        "fail_reason": attrs.get("fail_reason"),
+        "retry_of": t.system_attrs.get("failed_trial"),
+        "worker": attrs.get("worker"),
+        "datetime_start": when(t.datetime_start),
+        "datetime_complete": when(t.datetime_complete),
+        "params": dict(t.params),
+    }
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    return [trial_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def flat_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(header, rows) for a CSV: the fixed columns, then one ``param_NAME`` column per parameter
+    any trial has (empty where a trial lacks it, as conditional parameters do)."""
+    names = sorted({name for r in records for name in r["params"]})
+    header = [*TRIAL_COLUMNS, *(f"param_{n}" for n in names)]
+    rows = []
+    for r in records:
+        row = {k: r[k] for k in TRIAL_COLUMNS}
+        row |= {f"param_{n}": r["params"].get(n) for n in names}
+        rows.append(row)
+    return header, rows
+
+
+def describe_budgets(attrs: dict[str, Any]) -> str | None:
+    """A study's budgets in words ("at most 100,000 parameters, at most 1 ms per image at batch
+    1"), from its user attributes; None for a study without budgets."""
+    parts = []
+    if attrs.get("max_params") is not None:
+        parts.append(f"at most {attrs['max_params']:,} parameters")
+    if attrs.get("max_latency_ms") is not None:
+        parts.append(f"at most {attrs['max_latency_ms']:g} ms per image at batch 1")
+    return ", ".join(parts) or None

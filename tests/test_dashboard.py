@@ -193,6 +193,34 @@ def test_uploading_stores_both_figures(tmp_path):
     assert get_all_artifact_meta(blocked) == []
 
 
+def test_a_trained_trial_gets_a_note_with_its_curve_and_confusion_in_the_database(
+    tmp_path, monkeypatch
+):
+    """Where workers share no artifact folder (``FMNIST_SEARCH_ARTIFACTS=none``), the trial's
+    learning curve and confusion matrix still reach the dashboard: as a note in the storage."""
+    monkeypatch.setenv(dashboard.ENV_ARTIFACTS, "none")
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=get_storage(url))
+    trial = trained(study.ask(), epochs=4)
+    dashboard.DashboardHooks(url).trial_trained(study, trial)
+    assert dashboard.WARNING_ATTR not in trial.user_attrs
+    assert get_all_artifact_meta(trial) == [] and not (tmp_path / "artifacts").exists()
+    note = get_note(trial)
+    assert note.startswith(f"## Trial {trial.number}: validation accuracy 0.9000")
+    rows = [line for line in note.splitlines() if line.startswith("| ")]
+    curve = [r for r in rows if re.match(r"\| [\d.]+ \|", r)]
+    assert len(curve) == 4  # one row per validation
+    confusion = [r for r in rows if r.startswith("| **")]
+    assert len(confusion) == 10
+    assert confusion[0].startswith("| **T-shirt** | 90 | 1 |")
+    # The dashboard's own server agrees that artifacts are off.
+    server = dashboard.make_server(url, "127.0.0.1", 0, None)
+    try:
+        assert "artifacts off" in dashboard.describe(server, url, None)
+    finally:
+        server.server_close()
+
+
 @pytest.mark.needs_data
 def test_report_puts_its_table_in_the_note_and_its_figures_in_the_artifacts(tiny, tmp_path):
     from search.report import FIGURES, ReportOptions, make_report

@@ -738,7 +738,9 @@ def test_checkpoints_are_only_loaded_with_weights_only():
             assert module.split(".")[0] not in unpicklers, (name, module)
             assert not (module.startswith("torch") and imported == "load"), name  # no alias
         for call, func in _calls(tree):
-            assert func != "torch.jit.load", name  # TorchScript archives carry code
+            # TorchScript archives carry code: loaded nowhere but where `export` reads back the
+            # file it has just written, to verify it.
+            assert func != "torch.jit.load" or name == "export.py", name
             if func in ("torch.load", "torch.serialization.load"):
                 kw = {k.arg: k.value for k in call.keywords}
                 assert isinstance(kw.get("weights_only"), ast.Constant), (name, ast.unparse(call))

@@ -32,10 +32,19 @@ LOW = (
     "search.parallel",
     "search.registry",
 )
-HIGH = ("search.engine", "search.report", "search.dashboard", "search.cli", "search.workers")
+HIGH = (
+    "search.engine",
+    "search.report",
+    "search.dashboard",
+    "search.cli",
+    "search.workers",
+    "search.api",
+)
 LAYERS = [
     *((low, HIGH) for low in LOW),
-    ("search.engine", ("search.dashboard", "search.report", "search.cli")),
+    ("search.engine", ("search.dashboard", "search.report", "search.cli", "search.api")),
+    ("search.report", ("search.cli", "search.api")),
+    ("search.dashboard", ("search.cli", "search.api")),
 ]
 
 

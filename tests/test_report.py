@@ -259,7 +259,7 @@ def test_results_agree_with_their_confusion_matrices(tiny):
 def test_default_jobs_are_two_on_a_cpu_with_two_cores_and_one_on_a_gpu(
     monkeypatch, cores, expected
 ):
-    monkeypatch.setattr(retrain.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(retrain, "available_cores", lambda: cores)
     assert default_jobs(torch.device("cpu"), 4) == expected
     assert default_jobs(torch.device("cpu"), 1) == 1  # one run: one process
     assert default_jobs(torch.device("cuda"), 4) == 1

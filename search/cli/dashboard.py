@@ -25,7 +25,8 @@ def dashboard(
         typer.Option(
             "--artifacts",
             envvar="FMNIST_SEARCH_ARTIFACTS",
-            help="Artifact folder. Default: artifacts/ beside the SQLite file, else ./artifacts.",
+            help="Artifact folder ('none': no artifacts). Default: artifacts/ beside the SQLite "
+            "file, else ./artifacts.",
             show_default=False,
         ),
     ] = None,

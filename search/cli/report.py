@@ -173,10 +173,13 @@ def predict(
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.cpu,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classify images: they are prepared as Fashion-MNIST was made, then run through a model."""
-    from search.predict import predict_files
+    """Classify images: they are prepared as Fashion-MNIST was made, then run through a model
+    (a checkpoint, or an ONNX model made by `fmnist-search export`)."""
+    from search.predict import default_model, load_model, predict_files
+    from search.training import resolve_device
 
-    ckpt = _load(model, device)
+    path = model if model is not None else default_model()
+    ckpt = load_model(path, resolve_device(device.value))
     preds = predict_files(ckpt, images, top=top)
     if as_json:
         out.print_json(
@@ -199,3 +202,31 @@ def predict(
     for p in preds:
         shown = ", ".join(f"{c} {v:.1%}" for c, v in p.top)
         out.print(f"{p.image}: {shown}", highlight=False, markup=False)
+
+
+@app.command("export")
+@cli_errors
+def export_cmd(
+    format: Annotated[str, typer.Option(help="onnx or torchscript.")],
+    model: ModelOpt = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="The file to write. Default: beside the checkpoint."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export a checkpoint as a deployable model that takes raw 28x28 images (pixel values
+    0-255) and returns class probabilities; verified against PyTorch on 1,000 test images."""
+    from search import export
+    from search.data import load_test
+
+    export.check_format(format)
+    ckpt = _load(model, Device.cpu)
+    x, _ = load_test(data_dir)
+    done = export.export(ckpt, format, out_path, x)
+    out.print(
+        f"wrote {done.path} ({done.size_bytes / 1e6:.2f} MB, {done.format}): outputs match "
+        f"PyTorch's on {done.images:,} test images (largest difference {done.max_abs_diff:.1e}); "
+        f"latency {done.latency.describe()}",
+        highlight=False,
+    )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated
+from pathlib import Path
+from typing import IO, Annotated
 
 import typer
 from rich.table import Table
 
 from search.cli.common import JsonOpt, StorageOpt, cli_errors, fmt, out
-from search.errors import UserError
+from search.errors import UsageError, UserError
 
 app = typer.Typer()
 
@@ -57,18 +63,30 @@ def best(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the best trial of a study: scores, parameters and the resolved config."""
-    from search.studies import best_trials, describe_trial, load
+    from search.studies import (
+        best_trials,
+        describe_budgets,
+        describe_trial,
+        is_multi_objective,
+        load,
+    )
 
     s = load(study, storage)
+    if is_multi_objective(s):
+        _pareto_front(s, as_json)
+        return
     top = best_trials(s, 1)
     if not top:
         raise UserError(
             f"study {study!r} has no completed trial yet: run `fmnist-search run --study {study}`"
         )
     d = describe_trial(top[0])
+    budget = describe_budgets(s.user_attrs)
     if as_json:
-        out.print_json(json.dumps(asdict(d)))
+        out.print_json(json.dumps({**asdict(d), "budgets": budget}))
         return
+    if budget:
+        out.print(f"study {study!r} budgets: {budget}", highlight=False)
     # A study made with Optuna directly (not `run`) lacks our attributes: "-" for those.
     n_params = "-" if d.n_params is None else f"{d.n_params:,}"
     out.print(
@@ -79,3 +97,124 @@ def best(
     )
     for k, v in d.params.items():
         out.print(f"  {k} = {v}", highlight=False)
+
+
+def _pareto_front(s, as_json: bool) -> None:
+    """`best` of a study with several objectives: its Pareto front, by validation loss."""
+    from search.studies import best_trials, describe_budgets, describe_trial
+
+    front = [describe_trial(t) for t in best_trials(s, len(s.trials))]
+    if not front:
+        raise UserError(
+            f"study {s.study_name!r} has no completed trial yet: run `fmnist-search run "
+            f"--study {s.study_name}`"
+        )
+    objectives = s.user_attrs.get("objectives", ["val_loss"])
+    budget = describe_budgets(s.user_attrs)
+    if as_json:
+        facts = [asdict(d) for d in front]
+        out.print_json(json.dumps({"objectives": objectives, "pareto_front": facts,
+                                   "budgets": budget}))  # fmt: skip
+        return
+    out.print(
+        f"Pareto front of study {s.study_name!r} ({len(front)} trials; minimising "
+        f"{' and '.join(objectives)}{'; budgets: ' + budget if budget else ''})",
+        highlight=False,
+    )
+    table = Table("trial", "val loss", "val acc", "params", "latency ms", "warm start")
+    for d in front:
+        table.add_row(
+            str(d.number),
+            fmt(d.val_loss),
+            fmt(d.val_accuracy),
+            "-" if d.n_params is None else f"{d.n_params:,}",
+            fmt(d.latency_ms, 3),
+            d.warm_start or "",
+        )
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def trials(
+    study: Annotated[str, typer.Option(help="Study name.")],
+    storage: StorageOpt = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Write every trial to this CSV file (one column per parameter); - for "
+            "standard output.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every trial as a JSON list instead.")
+    ] = False,
+) -> None:
+    """Export a study's trials: state, parameters, objective values, validation accuracy,
+    parameter count, latency, epochs and seconds."""
+    from search.studies import flat_rows, load, trial_records
+
+    if csv_path is not None and as_json:
+        raise UsageError("--csv and --json both given: pass one of them")
+    if csv_path is not None and str(csv_path) != "-":
+        check_writable(csv_path)
+    records = trial_records(load(study, storage))
+    if as_json:
+        out.print_json(json.dumps(records))
+        return
+    if csv_path is not None:
+        header, rows = flat_rows(records)
+        if str(csv_path) == "-":
+            write_csv(sys.stdout, header, rows)
+            return
+        write_atomically(csv_path, lambda fh: write_csv(fh, header, rows))
+        out.print(f"wrote {len(rows)} trials of study {study!r} to {csv_path}", highlight=False)
+        return
+    table = Table("trial", "state", "val loss", "val acc", "params", "epochs", "seconds", "note")
+    for r in records:
+        note = r["warm_start"] or r["pruned_reason"] or r["fail_reason"] or ""
+        table.add_row(
+            str(r["number"]),
+            r["state"].lower(),
+            fmt(r["value"]),
+            fmt(r["val_accuracy"]),
+            "-" if r["n_params"] is None else f"{r['n_params']:,}",
+            fmt(r["epochs_run"]),
+            fmt(r["seconds"], 0),
+            note,
+        )
+    out.print(table)
+
+
+def write_csv(fh: IO[str], header: list[str], rows: list[dict]) -> None:
+    writer = csv.DictWriter(fh, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"--csv {path} is a folder: give a file name, e.g. {path / 'trials.csv'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--csv {path}: folder {path.parent} does not exist; create it first")
+
+
+def write_atomically(path: Path, fill: Callable[[IO[str]], None]) -> None:
+    """Write through a temporary file beside ``path``, renamed over it when whole: a failed
+    write leaves no half-written file (and any earlier one unchanged)."""
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, newline=""
+        ) as fh:
+            tmp = Path(fh.name)
+            try:
+                fill(fh)
+            except BaseException:
+                fh.close()
+                tmp.unlink(missing_ok=True)
+                raise
+        os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UserError(f"cannot write {path} ({reason}); choose another --csv") from None

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from search import studies
@@ -22,12 +22,13 @@ from search.data import CLASSES, Split, load_split, load_test
 from search.errors import UserError
 from search.report.options import ReportOptions, check_out, out_dir
 from search.report.progress import RetrainProgress
-from search.report.reference import reference_rows
+from search.report.reference import pareto_references, reference_rows
 from search.report.results import (
     GENERATOR,
     BestRun,
     ModelResult,
     Normalization,
+    ParetoPoint,
     Results,
     Settings,
     StudyFacts,
@@ -65,6 +66,9 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = studies.load(opts.study, opts.storage)
     notes: list[str] = []
+    budget = studies.describe_budgets(study.user_attrs)
+    if budget:
+        notes.append(f"The study searched under budgets: {budget}.")
     top = _top_trials(study, opts, progress, notes)
     device = resolve_device(opts.device)
     study_seed = int(study.user_attrs.get("seed", 42))
@@ -111,15 +115,24 @@ def _top_trials(
 ) -> list[FrozenTrial]:
     """The ``--top`` best completed trials; a note when the study has fewer."""
     top = studies.best_trials(study, opts.top)
+    if top and studies.is_multi_objective(study):
+        front = len(study.best_trials)
+        notes.append(
+            f"a study with two objectives ({', '.join(study.user_attrs.get('objectives', []))}):"
+            f" its best trials are a Pareto front of {plural(front, 'trial')}; the report "
+            f"re-trains the {plural(len(top), 'member')} with the lowest validation loss"
+        )
+        progress.note(notes[-1])
     if not top:
         raise UserError(
             f"study {opts.study!r} has no completed trial yet: run "
             f"`fmnist-search run --study {opts.study}` (or wait for its first trial)"
         )
     if len(top) < opts.top:
+        what = "Pareto-front member" if studies.is_multi_objective(study) else "completed trial"
         notes.append(
             f"--top {opts.top} asked for, but study {opts.study!r} has only "
-            f"{plural(len(top), 'completed trial')}; reporting "
+            f"{plural(len(top), what)}; reporting "
             f"{'those' if len(top) > 1 else 'that'}"
         )
         progress.note(notes[-1])
@@ -179,7 +192,39 @@ def _study_facts(study: optuna.Study, opts: ReportOptions, study_seed: int) -> S
         history=optimization_history(study),
         importances=imps,
         importances_note=imp_note,
+        **_pareto(study),
     )
+
+
+def _space_kind(study: optuna.Study) -> str | None:
+    from search.registry import get_space
+
+    try:
+        return get_space(study.user_attrs.get("space") or "").KIND
+    except UserError:  # a study not made by `run`, or a space since removed
+        return None
+
+
+def _pareto(study: optuna.Study) -> dict[str, Any]:
+    """A two-objective study's completed trials against its second objective, front marked."""
+    objectives = list(study.user_attrs.get("objectives", ["val_loss"]))
+    if len(objectives) < 2:
+        return {"objectives": objectives}
+    front = {t.number for t in study.best_trials}
+    points = [
+        ParetoPoint(
+            number=t.number,
+            objective=t.values[1],
+            val_accuracy=t.user_attrs.get("val_accuracy"),
+            on_front=t.number in front,
+        )
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+    return {
+        "objectives": objectives,
+        "pareto": points,
+        "pareto_reference": pareto_references(objectives[1], _space_kind(study)),
+    }
 
 
 def _settings(

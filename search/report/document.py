@@ -190,12 +190,35 @@ def learning_curves(r: Results) -> list[str]:
     ]
 
 
+def _objective(value: float, name: str) -> str:
+    return f"{int(value):,}" if name == "params" else fmt(value, 3)
+
+
 def the_search(r: Results) -> list[str]:
     st = r.study
     blocks = [
         _heading(2, "The search"),
         _figure(FIGURES["history"], "Validation loss of every finished trial, and the best so far"),
     ]
+    if st.pareto is not None:
+        on_front = sorted((p for p in st.pareto if p.on_front), key=lambda p: p.objective)
+        unit = "parameters" if st.objectives[1] == "params" else "ms at batch 1"
+        blocks += [
+            _figure(
+                FIGURES["pareto"],
+                f"Validation accuracy against {unit}: every completed trial, the Pareto front "
+                "(validation loss and the second objective, both minimised), the re-trained "
+                "members' test accuracy, and the seed's models at their recorded validation "
+                "accuracy",
+            ),
+            _table(
+                ["trial", unit, "validation accuracy"],
+                [
+                    [str(p.number), _objective(p.objective, st.objectives[1]), fmt(p.val_accuracy)]
+                    for p in on_front
+                ],
+            ),
+        ]
     if not st.importances:
         return [*blocks, f"{st.importances_note}; no importance plot."]
     return [

@@ -14,7 +14,9 @@ FIGURES = {
     "per_class": "per_class_accuracy.png",
     "history": "optimization_history.png",
     "importances": "param_importances.png",
+    "pareto": "pareto_front.png",  # two-objective studies only
 }
+XLABEL = {"params": "trainable parameters", "latency": "latency at batch 1 (ms)"}
 
 
 def write_figures(r: Results, folder: Path) -> list[Path]:
@@ -57,4 +59,26 @@ def write_figures(r: Results, folder: Path) -> list[Path]:
     ]
     if r.study.importances:
         paths.append(plots.param_importances(r.study.importances, folder / FIGURES["importances"]))
+    if r.study.pareto is not None:
+        objective = r.study.objectives[1]
+        by_trial = {p.number: p.objective for p in r.study.pareto}
+        retrained = [
+            {
+                "label": m.label,
+                "objective": by_trial.get(m.trial, float(m.n_params)),
+                "mean": m.summary.test_accuracy.mean,
+                "std": m.summary.test_accuracy.std,
+            }
+            for m in r.models
+            if m.summary is not None
+        ]
+        paths.append(
+            plots.pareto(
+                [asdict(p) for p in r.study.pareto],
+                retrained,
+                [asdict(x) for x in r.study.pareto_reference or []],
+                XLABEL[objective],
+                folder / FIGURES["pareto"],
+            )
+        )
     return paths

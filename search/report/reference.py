@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search.errors import UserError
 from search.models import build_model, count_parameters, get_preset
-from search.report.results import ReferenceRow
+from search.report.results import ParetoReference, ReferenceRow
 
 # Recorded in the seed report (manual search, plain SGD, 50k/10k stratified split, random_state=42)
 # and published elsewhere; copied from shared/seed/MODELS.md. Shown as reference rows only.
@@ -69,3 +69,23 @@ def reference_rows() -> list[ReferenceRow]:
         for name, test_acc, n_params in PUBLISHED
     ]
     return rows
+
+
+def pareto_references(objective: str, kind: str | None) -> list[ParetoReference]:
+    """The seed's models of this ``kind`` (mlp or cnn; None: all) as points of a two-objective
+    plot: their recorded validation accuracy against their parameter count (counted) or their
+    latency at batch 1 (measured now, on this machine's CPU, as the study's latencies were)."""
+    from search import latency
+
+    points = []
+    for name, _, val_acc, _, _ in SEED_RESULTS:
+        if val_acc is None or _preset_params(name) is None:
+            continue
+        if kind is not None and get_preset(name).kind != kind:
+            continue
+        if objective == "params":
+            value = float(_preset_params(name) or 0)
+        else:
+            value = latency.measure(build_model(get_preset(name)), "cpu").batch1_ms
+        points.append(ParetoReference(model=name, objective=value, val_accuracy=val_acc))
+    return points

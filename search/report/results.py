@@ -13,6 +13,12 @@ results.json (one object; every float at full precision; ``null`` where a value 
                     trial's last report), val_accuracy, best_so_far}], finished trials in order
         importances {parameter: PED-ANOVA importance} (sum 1), or null with
         importances_note saying why not (fewer than 10 completed trials, ...)
+        objectives  what the study minimised: ["val_loss"], or ["val_loss", "params" or
+                    "latency"] (a two-objective study; its best trials are a Pareto front)
+        pareto      two-objective studies only, else null: [{number, objective (the second
+                    objective: parameters, or ms at batch 1), val_accuracy, on_front}] for every
+                    completed trial; pareto_reference: the seed's models at their recorded
+                    validation accuracy [{model, objective, val_accuracy}]
     settings    the re-training: top_requested, top (trials re-trained), seeds, epochs (null:
                 each trial's own budget), train_limit, train_images, val_images, test_images,
                 device, precision, jobs (re-trainings at once), normalization {mean, std}
@@ -194,6 +200,21 @@ class HistoryPoint:
 
 
 @dataclass
+class ParetoPoint:
+    number: int
+    objective: float  # the second objective: parameters, or milliseconds at batch 1
+    val_accuracy: float | None
+    on_front: bool
+
+
+@dataclass
+class ParetoReference:
+    model: str
+    objective: float
+    val_accuracy: float
+
+
+@dataclass
 class StudyFacts:
     name: str
     storage: str  # password masked
@@ -205,6 +226,9 @@ class StudyFacts:
     history: list[HistoryPoint]
     importances: dict[str, float] | None
     importances_note: str | None  # why there are no importances
+    objectives: list[str] = field(default_factory=lambda: ["val_loss"])
+    pareto: list[ParetoPoint] | None = None  # two-objective studies: every completed trial
+    pareto_reference: list[ParetoReference] | None = None
 
 
 @dataclass
@@ -262,13 +286,24 @@ def from_dict(data: dict[str, Any]) -> Results:
     return _build(Results, data)
 
 
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
 def _build(tp: Any, value: Any) -> Any:
     """``value`` (plain JSON) as type ``tp``: dataclasses, lists, dicts and optionals of them."""
     if value is None:
         return None
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _build(hints[f.name], value[f.name]) for f in dataclasses.fields(tp)})
+        # A field added since the file was written (one with a default) takes its default.
+        return tp(
+            **{
+                f.name: _build(hints[f.name], value[f.name])
+                for f in dataclasses.fields(tp)
+                if f.name in value or not _has_default(f)
+            }
+        )
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is list:
         return [_build(args[0], v) for v in value]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from search.checkpoint import weights_from_bytes, weights_to_bytes
 from search.data import load_split
 from search.errors import UserError
 from search.models import build_model, count_parameters
-from search.parallel import map_in_processes, threads_per_worker
+from search.parallel import available_cores, map_in_processes, threads_per_worker
 from search.report.options import ReportOptions
 from search.report.progress import RetrainProgress, SentProgress
 from search.report.results import Epoch, EvalNumbers, FailedRun, ModelResult, Run, SearchScore
@@ -85,7 +84,7 @@ def default_jobs(device: torch.device, runs: int) -> int:
     benchmarks/report_jobs.py); one on a GPU."""
     if device.type != "cpu":
         return 1
-    return max(1, min(2, os.cpu_count() or 1, runs))
+    return max(1, min(2, available_cores(), runs))
 
 
 def _label(t: FrozenTrial) -> str:
@@ -118,7 +117,7 @@ def plan(
                 label=_label(t),
                 warm_start=t.user_attrs.get("warm_start"),
                 search=SearchScore(
-                    val_loss=t.value,
+                    val_loss=t.values[0],
                     val_accuracy=t.user_attrs.get("val_accuracy"),
                     epochs_run=t.user_attrs.get("epochs_run"),
                     seed=t.user_attrs.get("seed"),

@@ -15,7 +15,7 @@ def optimization_history(study: optuna.Study) -> list[HistoryPoint]:
     points, best = [], None
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     for t in sorted(finished, key=lambda t: t.number):
-        value = t.value
+        value = t.values[0] if t.values else None  # validation loss comes first
         if t.state == TrialState.PRUNED and t.intermediate_values:
             value = t.intermediate_values[max(t.intermediate_values)]
         if t.state == TrialState.COMPLETE and value is not None:
@@ -41,7 +41,9 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | Non
             f"least {MIN_IMPORTANCE_TRIALS}"
         )
     try:
-        values = optuna.importance.get_param_importances(study)
+        # Importances for the validation loss (the first objective where there are several).
+        target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+        values = optuna.importance.get_param_importances(study, target=target)
     except Exception as exc:  # degenerate studies (one distinct value, one parameter, ...)
         return None, f"parameter importances skipped: Optuna could not compute them ({exc})"
     if not values:
