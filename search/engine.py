@@ -646,6 +646,14 @@ class Loop:
                 return TrialState.COMPLETE, self.trainer(self.study, trial)
             except optuna.TrialPruned:
                 return TrialState.PRUNED, None
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Its beats were late by more than the grace period (the database was away that
+                # long) and another worker failed it and queued its retry: stop training it.
+                self.progress.note(
+                    f"trial {trial.number} was failed by another worker while its heartbeat "
+                    "could not reach the storage; its retry trains it again"
+                )
+                return TrialState.FAIL, None
             except KeyboardInterrupt:
                 with self.trainer.interrupts.held():  # recorded whole, then the interrupt goes on
                     trial.set_user_attr("fail_reason", "interrupted")

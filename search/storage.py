@@ -18,7 +18,7 @@ import re
 import sqlite3
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.storages._rdb.models import TrialModel
+from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
@@ -173,7 +173,45 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._stale_trial_callback
 
 
-class SQLiteStorage(RDBStorage):
+def _utcnow() -> datetime:
+    """Now as Optuna 5's RDBStorage stores times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class HeartbeatRDBStorage(RDBStorage):
+    """Optuna's RDBStorage, whose stale check also sees a trial that died before its first beat.
+
+    Optuna counts a RUNNING trial stale only from its last heartbeat, so a worker that dies
+    between asking for a trial and its first beat (killed in that moment, or its connection lost
+    to a database restart right after the ask) leaves a RUNNING trial that no one ever fails.
+    Here such a trial is stale once its start (``datetime_start``, the worker's clock, as the
+    journal storage's beats) is older than the grace period.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        never_beat = (
+            sqlalchemy.select(TrialModel.trial_id, TrialModel._datetime_start_utc)
+            .outerjoin(TrialHeartbeatModel, TrialHeartbeatModel.trial_id == TrialModel.trial_id)
+            .where(
+                TrialModel.study_id == study_id,
+                TrialModel.state == TrialState.RUNNING,
+                TrialHeartbeatModel.trial_heartbeat_id.is_(None),
+            )
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(never_beat).all()
+        now = _utcnow()
+        return stale + [
+            trial_id
+            for trial_id, started in rows
+            if started is not None and (now - started).total_seconds() > grace
+        ]
+
+
+class SQLiteStorage(HeartbeatRDBStorage):
     """RDBStorage whose claim of a waiting (enqueued or retried) trial is atomic on SQLite.
 
     Optuna claims a WAITING trial by reading it ``FOR UPDATE`` and then writing RUNNING; SQLite
@@ -188,7 +226,9 @@ class SQLiteStorage(RDBStorage):
         claim = (
             sqlalchemy.update(TrialModel)
             .where(TrialModel.trial_id == trial_id, TrialModel.state == TrialState.WAITING)
-            .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+            .values(
+                {TrialModel.state: TrialState.RUNNING, TrialModel._datetime_start_utc: _utcnow()}
+            )
         )
         with self.engine.begin() as conn:
             return conn.execute(claim).rowcount == 1
@@ -200,7 +240,7 @@ def _rdb_storage(url: str, engine_kwargs: dict, hb: dict) -> RDBStorage:
     # The winner has made the tables by then, so opening again succeeds.
     for attempt in range(5):
         try:
-            cls = SQLiteStorage if url.startswith("sqlite") else RDBStorage
+            cls = SQLiteStorage if url.startswith("sqlite") else HeartbeatRDBStorage
             return cls(url, engine_kwargs=engine_kwargs, **hb)
         except sqlalchemy.exc.DatabaseError as exc:
             lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(
@@ -297,8 +337,11 @@ class Heartbeat:
     trials (the ask-and-tell loop gets none from Optuna). A no-op on storages without heartbeats
     (those opened with ``heartbeat=False``: the read-only commands).
 
-    ``on_lost(exc)`` is called once if a beat fails on a lost database; the main loop then stops
-    with the storage error at its next call.
+    ``on_lost(exc)`` is called once if a beat fails on a lost database; the thread keeps beating
+    (a database back within the grace period keeps the trial alive), and the main loop stops with
+    the storage error at its next call if the database is still gone. If another worker has taken
+    the trial for dead meanwhile, the beats stop and ``taken`` is set; the trial's next report
+    then fails with ``UpdateFinishedTrialError`` and the loop moves on.
     """
 
     def __init__(self, storage: BaseStorage, trial_id: int, on_lost=None) -> None:
@@ -307,6 +350,7 @@ class Heartbeat:
         self.interval = storage.get_heartbeat_interval() if heartbeats_enabled(storage) else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.taken = False
 
     def __enter__(self) -> Heartbeat:
         if self.interval:
@@ -316,15 +360,17 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
+        said = False
         while not self._stop.wait(self.interval):
             try:
                 self.storage.record_heartbeat(self.trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
-                return  # another worker took this trial for dead; its tell will be skipped
-            except STORAGE_ERRORS as exc:
-                if self.on_lost is not None:
-                    self.on_lost(exc)
+                self.taken = True  # another worker took this trial for dead
                 return
+            except STORAGE_ERRORS as exc:
+                if self.on_lost is not None and not said:
+                    self.on_lost(exc)
+                said = True
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()

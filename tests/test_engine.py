@@ -267,3 +267,40 @@ def test_a_trial_asked_past_the_count_is_handed_back_waiting_not_failed(any_stor
     again = study.ask()  # a later, larger run: the slot is reused, not a new trial
     assert again.number == other.number + 1
     assert len(study.get_trials()) == 2
+
+
+class FailedByAnotherWorker(Progress):
+    """After trial 0's first validation, another worker (its own storage) takes it for dead:
+    fails it and queues its retry, as the stale check does when the trial's beats were late."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(quiet=True)
+        self.url, self.done = url, False
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        super().note(text)
+
+    def epoch_done(self, number: int, epoch: float, epochs: int, m: dict[str, float]) -> None:
+        super().epoch_done(number, epoch, epochs, m)
+        if number == 0 and not self.done:
+            self.done = True
+            other = optuna.load_study(study_name="mlp", storage=get_storage(self.url))
+            (mine,) = [t for t in other.get_trials() if t.number == 0]
+            other._storage.set_trial_state_values(mine._trial_id, TrialState.FAIL)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(other, mine)
+
+
+def test_a_trial_failed_by_another_worker_stops_and_its_retry_trains_it(storage):
+    progress = FailedByAnotherWorker(storage)
+    summary = run_study(
+        opts(storage, space="mlp", trials=2, warm_start=False, pruner="none"), progress
+    )
+    assert summary.finished == 2 and not summary.interrupted
+    trials = load(storage, "mlp").trials
+    dead = trials[0]
+    assert dead.state == TrialState.FAIL and "fail_reason" not in dead.user_attrs  # untouched
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    assert any("was failed by another worker" in n for n in progress.notes)

@@ -118,6 +118,29 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(
     assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_a_trial_whose_worker_died_before_its_first_beat_is_failed_and_retried(
+    kind, tmp_path, request, monkeypatch
+):
+    """A worker killed between its ask and its first beat (or cut off by a database restart
+    right after the ask) leaves a RUNNING trial with no beat at all: it is stale once its start
+    is older than the grace period, while a trial that just started is left alone."""
+    monkeypatch.setattr(st, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(st, "GRACE_PERIOD", 2)
+    url = _url(kind, tmp_path, request)
+    study = optuna.create_study(storage=get_storage(url, heartbeat=True))
+    dead = study.ask()
+    dead.suggest_int("x", 0, 9)
+    time.sleep(2.5)  # past the grace period, never a beat
+    young = study.ask()
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[young.number] == TrialState.RUNNING  # started within the grace period
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
+
+
 def test_journal_heartbeats_fail_a_dead_trial_once_across_workers(tmp_path, monkeypatch):
     """Two workers (two storages on one journal file) look at the same stale trial: one fails
     it and retries it, the other finds it finished; the dead trial's own beat thread, should its
@@ -316,3 +339,38 @@ def test_workers_opening_a_new_database_together_all_succeed(kind, tmp_path, req
     for p in procs:
         p.join(timeout=60)
     assert outcomes == ["ok"] * 9
+
+
+class FlakyStorage:
+    """A storage whose database is away for the beats ``away`` (1-based), then back; after
+    ``taken_at`` beats another worker has failed the trial."""
+
+    def __init__(self, away: set[int], taken_at: int | None = None) -> None:
+        self.away, self.taken_at, self.beats = away, taken_at, 0
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.beats += 1
+        if self.beats in self.away:
+            raise optuna.exceptions.StorageInternalError("server closed the connection")
+        if self.taken_at is not None and self.beats >= self.taken_at:
+            raise optuna.exceptions.UpdateFinishedTrialError("trial is already finished")
+
+
+def test_heartbeats_go_on_after_the_database_comes_back(monkeypatch):
+    """A restart between two beats costs a warning, not the trial: beating resumes."""
+    monkeypatch.setattr(st, "heartbeats_enabled", lambda storage: True)
+    flaky = FlakyStorage(away={2, 3})
+    flaky.get_heartbeat_interval = lambda: 0.05
+    lost: list[Exception] = []
+    with st.Heartbeat(flaky, 0, on_lost=lost.append) as hb:
+        time.sleep(0.6)
+    assert len(lost) == 1 and flaky.beats >= 6 and not hb.taken
+
+
+def test_heartbeats_stop_once_another_worker_took_the_trial(monkeypatch):
+    monkeypatch.setattr(st, "heartbeats_enabled", lambda storage: True)
+    flaky = FlakyStorage(away=set(), taken_at=3)
+    flaky.get_heartbeat_interval = lambda: 0.05
+    with st.Heartbeat(flaky, 0) as hb:
+        time.sleep(0.5)
+    assert hb.taken and flaky.beats == 3
