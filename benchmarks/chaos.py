@@ -16,10 +16,12 @@ workers (``OMP_NUM_THREADS=1``), each ``fmnist-search run --space mlp --train-li
 
 Each worker's ``--timeout`` ends at the run's end (no trial starts after it; running ones
 finish). Printed and written to ``chaos.csv`` / ``chaos.json`` in ``--out``: trials finished
-(complete or pruned), failed, retried (trials made by the stale-trial retry), RUNNING and WAITING
-at the end (must be 0), pairs of trials of one configuration whose training overlapped in time
-(must be 0), worker kills and restarts, and the throughput lost to faults (finished trials,
-chaos against clean).
+(complete or pruned), failed, retried (trials made by the stale-trial retry), RUNNING at the end
+(must be 0) and WAITING (empty slots handed back, none expected here), pairs of trials of one
+configuration whose training overlapped in time (must be 0), worker kills and restarts, and the
+throughput lost to faults (worker time spent training trials that finished, chaos against clean:
+trials differ in cost, so their count is not the measure). The JSON also describes each
+trial RUNNING at the end or in an overlapping pair (``suspect_trials``).
 """
 
 from __future__ import annotations
@@ -120,18 +122,46 @@ def outcome(url: str) -> dict:
     for t in trials:
         if t.datetime_start is not None:
             by_params.setdefault(json.dumps(t.params, sort_keys=True), []).append(t)
+    suspects = [t for t in trials if t.state.name == "RUNNING"]
     for same in by_params.values():
-        spans = sorted((t.datetime_start, t.datetime_complete or datetime.max) for t in same)
-        overlaps += sum(nxt[0] < prev[1] for prev, nxt in zip(spans, spans[1:], strict=False))
+        same = sorted(same, key=lambda t: t.datetime_start)
+        for prev, nxt in zip(same, same[1:], strict=False):
+            if nxt.datetime_start < (prev.datetime_complete or datetime.max):
+                overlaps += 1
+                suspects += [prev, nxt]
     return {
         "finished": count["COMPLETE"] + count["PRUNED"],
         "complete": count["COMPLETE"],
         "pruned": count["PRUNED"],
         "failed": count["FAIL"],
         "retried": sum("failed_trial" in t.system_attrs for t in trials),
+        # Worker time spent training trials that finished, and trials that were lost.
+        "training_s_finished": round(
+            sum(seconds(t) for t in trials if t.state.name in ("COMPLETE", "PRUNED")), 1
+        ),
+        "training_s_failed": round(sum(seconds(t) for t in trials if t.state.name == "FAIL"), 1),
         "running_at_end": count["RUNNING"],
         "waiting_at_end": count["WAITING"],
         "concurrent_duplicates": overlaps,
+        # What to look at when either of the last two is not 0.
+        "suspect_trials": [describe(t) for t in suspects],
+    }
+
+
+def seconds(t) -> float:
+    return float(t.user_attrs.get("seconds", 0.0))
+
+
+def describe(t) -> dict:
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "start": str(t.datetime_start),
+        "complete": str(t.datetime_complete),
+        "worker": t.user_attrs.get("worker"),
+        "fail_reason": t.user_attrs.get("fail_reason"),
+        "failed_trial": t.system_attrs.get("failed_trial"),
+        "epochs_run": t.user_attrs.get("epochs_run"),
     }
 
 
@@ -194,6 +224,7 @@ def main() -> None:
     ap.add_argument("--storages", default="postgresql,journal")
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill schedule")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--logs", type=Path, help="keep the workers' logs here (default: discarded)")
     args = ap.parse_args()
     storages = [s.strip() for s in args.storages.split(",") if s.strip()]
 
@@ -211,24 +242,34 @@ def main() -> None:
         if pg is not None:
             pg.start()
         with tempfile.TemporaryDirectory(prefix="fmnist-chaos-") as tmp:
+            logs = Path(tmp) if args.logs is None else args.logs
+            logs.mkdir(parents=True, exist_ok=True)
             for storage in storages:
                 for chaos in (False, True):
-                    rows.append(one_run(storage, chaos, args, pg, Path(tmp)))
+                    rows.append(one_run(storage, chaos, args, pg, logs))
     finally:
         if pg is not None:
             pg.close()
     ok = True
     for storage in storages:
         clean, chaos = (r for r in rows if r["storage"] == storage)
-        lost = 1 - chaos["finished"] / clean["finished"] if clean["finished"] else float("nan")
+        # Trials differ in cost (the sampler's draws differ once a worker is replaced), so
+        # throughput is worker time spent training trials that finished, not their count.
+        done_clean, done_chaos = clean["training_s_finished"], chaos["training_s_finished"]
+        lost = 1 - done_chaos / done_clean if done_clean else float("nan")
         chaos["throughput_lost"] = clean["throughput_lost"] = round(lost, 3)
-        print(f"{storage}: throughput lost to faults {lost:.1%} of the clean run's trials")
+        print(
+            f"{storage}: training time in finished trials {done_clean:.0f} s clean, "
+            f"{done_chaos:.0f} s with faults ({chaos['training_s_failed']:.0f} s in failed "
+            f"trials): throughput lost to faults {lost:.1%}"
+        )
         for r in (clean, chaos):
             ok &= r["running_at_end"] == 0 and r["concurrent_duplicates"] == 0
     stamp = {"date": datetime.now().isoformat(timespec="seconds"), "machine": cpu_name()}
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "chaos.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=[*stamp, *rows[0]])
+        columns = [k for k in rows[0] if k != "suspect_trials"]  # those are in the JSON
+        w = csv.DictWriter(fh, fieldnames=[*stamp, *columns], extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({**stamp, **r})

@@ -9,13 +9,17 @@ Starts a throwaway PostgreSQL server (the tests' own, ``tests/pg.py``) with the 
   --no-warm-start`` with one thread each (``OMP_NUM_THREADS=1``), all on study ``real``;
 - ``--light`` light workers: processes forked from this one that drive the project's own storage
   layer and trial loop (``search.engine.prepare`` and ``search.engine.Loop``, heartbeats on) with
-  a trivial objective (three reported steps, 0.3 s apart), all on study ``light``.
+  a trivial objective (three reported steps, 0.3 s apart), all on study ``light``. They start
+  their loops once every real worker holds its connection, so that all of them are connected at
+  the same time.
 
 Every 0.1 s it counts the server's client connections (``pg_stat_activity``, its own sampling
 connection left out) and the real workers' resident memory. It prints, and writes to
 ``connections.csv`` / ``connections.json`` in ``--out``: the peak connection count against
 ``max_connections``, connections per worker process, each study's final counts (finished must
-equal ``--trials``, nothing RUNNING or WAITING) and a real worker's peak memory.
+equal ``--trials``, nothing RUNNING; a WAITING trial is an empty slot that a worker asked for after
+another took the study's last one and handed back, without parameters, for a later run's first
+ask) and a real worker's peak memory.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def light_worker(url: str, trials: int) -> None:
+def light_worker(url: str, trials: int, go) -> None:
     """One light worker: the engine's loop on study ``light`` with a trivial objective."""
     import optuna
 
@@ -62,6 +66,7 @@ def light_worker(url: str, trials: int) -> None:
     opts = engine.RunOptions(
         space="mlp", study="light", storage=url, trials=trials, warm_start=False
     )
+    go.wait()
     with engine.Interrupts() as interrupts:
         study = engine.prepare(opts)
         loop = engine.Loop(study, Trivial(interrupts), opts, Progress(quiet=True), time.monotonic())
@@ -104,6 +109,7 @@ class Sampler(threading.Thread):
         self.con = psycopg.connect(admin_url, autocommit=True)
         self.pids = pids
         self.peak = 0
+        self.current = 0
         self.peak_rss = 0.0
         self.samples = 0
         self.stop = threading.Event()
@@ -116,6 +122,7 @@ class Sampler(threading.Thread):
                 "WHERE backend_type = 'client backend' AND pid <> %s",
                 (me,),
             ).fetchone()[0]
+            self.current = n
             self.peak = max(self.peak, n)
             self.peak_rss = max([self.peak_rss, *(rss_mib(p) for p in self.pids)])
             self.samples += 1
@@ -145,9 +152,11 @@ def main() -> None:
     # Imported here, before any fork: the light workers share these pages (torch included)
     # instead of importing them 48 times.
     from search import engine  # noqa: F401
+    from search.logs import quiet_libraries
     from search.training import cpu_name
     from tests.pg import PostgresServer
 
+    quiet_libraries()
     server = PostgresServer(max_connections=None)  # the server's default
     server.start()
     try:
@@ -173,8 +182,10 @@ def main() -> None:
             flush=True,
         )
         began = time.time()
+        go = fork.Event()
         lights = [
-            fork.Process(target=light_worker, args=(url, light_total)) for _ in range(args.light)
+            fork.Process(target=light_worker, args=(url, light_total, go))
+            for _ in range(args.light)
         ]
         for p in lights:  # forked before any thread or connection of this process exists
             p.start()
@@ -184,6 +195,11 @@ def main() -> None:
             time.sleep(0.5)
         sampler = Sampler(admin, [p.pid for p in reals])
         sampler.start()
+        deadline = time.time() + 600
+        while sampler.current < args.real and time.time() < deadline:
+            time.sleep(0.1)  # every real worker connected (each keeps its one connection)
+        real_connected = time.time() - began
+        go.set()
         errors = []
         for p in reals:
             _, err = p.communicate()
@@ -214,27 +230,32 @@ def main() -> None:
         "connections_per_process_at_peak": round(sampler.peak / processes, 3),
         "real_finished": finished(real),
         "real_trials": real_total,
-        "real_running_or_waiting": real.get("RUNNING", 0) + real.get("WAITING", 0),
+        "real_running": real.get("RUNNING", 0),
+        "real_waiting": real.get("WAITING", 0),
         "light_finished": finished(light),
         "light_trials": light_total,
-        "light_running_or_waiting": light.get("RUNNING", 0) + light.get("WAITING", 0),
+        "light_running": light.get("RUNNING", 0),
+        "light_waiting": light.get("WAITING", 0),
         "worker_errors": len(errors),
         "real_worker_peak_rss_mib": round(sampler.peak_rss),
         "seconds": round(seconds, 1),
+        "seconds_until_real_workers_connected": round(real_connected, 1),
         "samples": sampler.samples,
     }
     exact = (
         row["real_finished"] == real_total
         and row["light_finished"] == light_total
-        and not row["real_running_or_waiting"]
-        and not row["light_running_or_waiting"]
+        and not row["real_running"]
+        and not row["light_running"]
     )
     print(
         f"peak client connections {sampler.peak} of max_connections {max_conn} for "
         f"{processes} worker processes ({row['connections_per_process_at_peak']} per process)\n"
         f"real study:  {finished(real)}/{real_total} finished, states {real}\n"
         f"light study: {finished(light)}/{light_total} finished, states {light}\n"
-        f"studies ended exact: {exact}; worker errors: {len(errors)} {errors[:3]}\n"
+        f"studies ended exact (finished = trials, nothing RUNNING): {exact}; WAITING (empty "
+        f"slots handed back): {row['real_waiting']} + {row['light_waiting']}; worker errors: "
+        f"{len(errors)} {errors[:3]}\n"
         f"a real worker's peak resident memory: {sampler.peak_rss:.0f} MiB; took {seconds:.0f} s"
     )
     args.out.mkdir(parents=True, exist_ok=True)
