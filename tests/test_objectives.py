@@ -45,12 +45,17 @@ def test_successive_halving_stops_a_bad_trial_at_its_first_rung():
     assert judge.prune(study, better, 400, 2.31)
 
 
-def test_a_two_objective_study_has_a_pareto_front_and_a_report_of_it(cli, tmp_path):
+def two_objective_study(cli, tmp_path, objectives: str, trials: int):
+    """A tiny mlp study run through the command line with ``--objectives``; (url, study)."""
     url = f"sqlite:///{tmp_path}/mo.db"
-    result = cli("run", *TINY, "--trials", "6", "--objectives", "val_loss,params",
+    result = cli("run", *TINY, "--trials", str(trials), "--objectives", objectives,
                  "--storage", url)  # fmt: skip
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="mlp", storage=url)
+    return url, optuna.load_study(study_name="mlp", storage=url)
+
+
+def test_a_two_objective_study_has_a_pareto_front_and_a_report_of_it(cli, tmp_path):
+    url, study = two_objective_study(cli, tmp_path, "val_loss,params", trials=6)
     assert len(study.directions) == 2 and study.metric_names == ["val_loss", "n_params"]
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert complete
@@ -87,11 +92,7 @@ def test_a_two_objective_study_has_a_pareto_front_and_a_report_of_it(cli, tmp_pa
 
 
 def test_latency_as_the_second_objective(cli, tmp_path):
-    url = f"sqlite:///{tmp_path}/lat.db"
-    result = cli("run", *TINY, "--trials", "2", "--objectives", "val_loss,latency",
-                 "--storage", url)  # fmt: skip
-    assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="mlp", storage=url)
+    _, study = two_objective_study(cli, tmp_path, "val_loss,latency", trials=2)
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.values[1] == t.user_attrs["latency_ms"] > 0
     assert study.metric_names == ["val_loss", "latency_ms"]
