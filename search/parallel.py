@@ -34,6 +34,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 POLL = 0.2  # seconds between checks that every worker is still alive
+TERMINATE_GRACE = 5  # seconds a terminated worker has to exit before it is killed
 
 
 def available_cores() -> int:
@@ -205,7 +206,12 @@ def map_in_processes(
                 p.terminate()
         for p in procs:
             if p.pid is not None:  # a worker that failed to start has nothing to join
-                p.join(timeout=30)
+                p.join(timeout=TERMINATE_GRACE if on_interrupt == "terminate" else 30)
+                if p.is_alive() and on_interrupt == "terminate":
+                    # Blocked in _send with signals held: its result (weights can exceed the
+                    # pipe's buffer) waits for a reader that has stopped reading. Unwanted now.
+                    p.kill()
+                    p.join(timeout=5)
         lines.put(None)
         printer.join(timeout=5)
         results.close()
