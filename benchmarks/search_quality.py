@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/search_quality.py [--budget 600] [--seeds 0,1,2]
         [--arms a,b,c,d,e] [--single-seed-arms b,d] [--train-limit N]
-        [--out benchmarks/results] [--summarize-only]
+        [--out benchmarks/results] [--keep-arms d,e] [--summarize-only]
 
 Every run is one fresh study in its own process, stored in its own temporary SQLite file, on
 the stratified 50k/10k split of Fashion-MNIST made with the run's seed (``--train-limit N``: a
@@ -59,7 +59,10 @@ Writes to ``--out``: ``search_quality.csv`` (arm x seed x time), ``search_qualit
 ``search_quality.json`` (machine, arms' exact settings, runs) and, per run,
 ``search_quality_runs/ARM-sSEED.jsonl`` (its timeline: seconds, val_accuracy, trial), ``.json``
 (its trials and how it stopped) and ``.log`` (its output), kept as each run ends, so an
-interrupted benchmark keeps its finished runs; ``--summarize-only`` rebuilds the tables and the
+interrupted benchmark keeps its finished runs; ``--keep-arms d,e`` re-runs the other arms and
+keeps those arms' runs, settings and date ("measured") from ``--out``'s earlier
+``search_quality.json`` (same budget and training subset; for a change that cannot affect
+them, such as one to the engine's pruner for the peers); ``--summarize-only`` rebuilds the tables and the
 plot from them (a run cut short by Ctrl-C is left out of them).
 """
 
@@ -519,6 +522,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--train-limit", type=int, default=None, help="stratified training subset")
     ap.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     ap.add_argument(
+        "--keep-arms",
+        default="",
+        help="arms not re-run: their runs are kept from --out's search_quality.json",
+    )
+    ap.add_argument(
         "--summarize-only",
         action="store_true",
         help="rebuild the tables and plot from --out's saved runs (other options are ignored)",
@@ -526,7 +534,9 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     args.single_seed_arms = {a.strip() for a in args.single_seed_arms.split(",") if a.strip()}
-    unknown = sorted((set(args.arms) | args.single_seed_arms) - set(ARMS))
+    args.keep_arms = [a.strip() for a in args.keep_arms.split(",") if a.strip()]
+    args.arms = [a for a in args.arms if a not in args.keep_arms]
+    unknown = sorted((set(args.arms) | args.single_seed_arms | set(args.keep_arms)) - set(ARMS))
     if unknown:
         ap.error(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
     try:
@@ -555,7 +565,30 @@ def print_header(meta: dict) -> None:
     )
     for key, a in meta["arms"].items():
         seeds = ",".join(map(str, a["seeds"]))
-        print(f"  {key} {a['name']} ({a['what']}), seeds {seeds}:\n      {a['command']}")
+        kept = f"; kept from the run of {a['measured']}" if "measured" in a else ""
+        print(f"  {key} {a['name']} ({a['what']}), seeds {seeds}{kept}:\n      {a['command']}")
+
+
+def kept_arms(args: argparse.Namespace, meta_path: Path) -> tuple[dict, dict]:
+    """``--keep-arms``: (arm -> settings with the date measured, run key -> how it stopped)
+    from the earlier ``search_quality.json``, checked to be comparable."""
+    if not args.keep_arms:
+        return {}, {}
+    if not meta_path.exists():
+        sys.exit(f"--keep-arms: {meta_path} not found; run those arms first")
+    old = json.loads(meta_path.read_text())
+    if (old["budget"], old["train_limit"]) != (args.budget, args.train_limit):
+        sys.exit(
+            f"--keep-arms: {meta_path} was measured with --budget {old['budget']:g} and "
+            f"--train-limit {old['train_limit']}; pass the same to keep its runs"
+        )
+    arms, runs = {}, {}
+    for arm in args.keep_arms:
+        if arm not in old["arms"]:
+            sys.exit(f"--keep-arms: arm {arm} is not in {meta_path}; run it first")
+        arms[arm] = {**old["arms"][arm], "measured": old["arms"][arm].get("measured", old["date"])}
+        runs.update({k: v for k, v in old["runs"].items() if k.split("-s")[0] == arm})
+    return arms, runs
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -576,6 +609,8 @@ def main() -> None:
         return
     runs_dir = out / RUNS
     runs_dir.mkdir(parents=True, exist_ok=True)
+    kept, kept_runs = kept_arms(args, meta_path)
+    arms = {arm: arm_settings(arm, args) for arm in args.arms}
     plan = [(arm, seed) for seed in args.seeds for arm in args.arms if seed in seeds_of(arm, args)]
     meta = {
         "benchmark": "search_quality",
@@ -585,9 +620,9 @@ def main() -> None:
         "train_limit": args.train_limit,
         "threads": args.threads,
         "fractions": FRACTIONS,
-        "arms": {arm: arm_settings(arm, args) for arm in args.arms},
+        "arms": {arm: (arms | kept)[arm] for arm in ARMS if arm in arms | kept},
         "plan": plan,
-        "runs": {},
+        "runs": dict(kept_runs),
     }
     meta_path.write_text(json.dumps(meta, indent=1))
     print_header(meta)

@@ -313,7 +313,9 @@ def optuna_pruner(opts: RunOptions, fidelity: str) -> optuna.pruners.BasePruner:
     (Optuna refuses their reports; ``registry.SuccessiveHalving`` judges them in the trainer)."""
     if opts.multi_objective:
         return optuna.pruners.NopPruner()
-    return registry.make_pruner(opts.pruner, rungs(opts, fidelity))
+    return registry.make_pruner(
+        opts.pruner, rungs(opts, fidelity), survey=registry.survey_size(opts.trials)
+    )
 
 
 def rungs(opts: RunOptions, fidelity: str) -> registry.Rungs:
@@ -501,7 +503,9 @@ class Trainer:
         others = self.objective_values(trial, cfg, n_params)
         judge = None
         if self.opts.multi_objective and self.opts.pruner == "sha":
-            judge = registry.SuccessiveHalving(rungs(self.opts, self.fidelity))
+            judge = registry.SuccessiveHalving(
+                rungs(self.opts, self.fidelity), survey=registry.survey_size(self.opts.trials)
+            )
         self.progress.trial_started(trial.number, n_params, self.opts.epochs)
         history: list[dict[str, float]] = []
 
@@ -515,7 +519,7 @@ class Trainer:
                 else:
                     prune = not self.opts.multi_objective and trial.should_prune()
                 if prune:
-                    trial.set_user_attr("pruned_reason", self._prune_reason(metrics))
+                    trial.set_user_attr("pruned_reason", self._prune_reason(trial, metrics))
             if prune:
                 raise optuna.TrialPruned
 
@@ -546,13 +550,19 @@ class Trainer:
     def _step(self, metrics: dict[str, float]) -> int:
         return int(metrics["images_seen"] if self.fidelity == "images" else metrics["epoch"])
 
-    def _prune_reason(self, metrics: dict[str, float]) -> str:
+    def _prune_reason(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
         loss, epoch = metrics["val_loss"], metrics["epoch"]
         chance = rungs(self.opts, self.fidelity).chance_step
         if registry.at_chance(loss, self._step(metrics), chance):
             return (
                 f"not learning: validation loss {loss:.4f} after epoch {epoch:g} is a uniform "
                 f"guess's (ln 10 = {registry.CHANCE_LOSS:.4f})"
+            )
+        if trial.storage.get_trial_system_attrs(trial._trial_id).get(registry.SURVEY_KEY):
+            return (
+                f"survey: one of the study's first {registry.survey_size(self.opts.trials)} "
+                "sampled trials, stopped at the first rung as the field later trials are ranked "
+                "against"
             )
         if self.fidelity == "images":
             return (

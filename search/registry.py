@@ -92,11 +92,70 @@ class HyperbandPruner(_StopAtChance, optuna.pruners.HyperbandPruner):
 
 
 class SuccessiveHalvingPruner(_StopAtChance, optuna.pruners.SuccessiveHalvingPruner):
-    pass
+    """Optuna's asynchronous successive halving, with a survey: the study's first ``survey``
+    sampled trials stop at the first rung (see :func:`in_survey`)."""
+
+    survey = 0
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        pruned = super().prune(study, trial)
+        first_rung = self.survey and RUNG_0 not in trial.system_attrs
+        if pruned or not first_rung or trial.last_step is None:
+            return pruned
+        if trial.last_step < (self._min_resource or 1):
+            return False
+        return bool(in_survey(study, trial, trial.system_attrs, self.survey))
 
 
 class MedianPruner(_StopAtChance, optuna.pruners.MedianPruner):
     pass
+
+
+# --- the survey -------------------------------------------------------------------------------
+#
+# Successive halving promotes a trial past a rung when it is among the best third of the trials
+# that reached it, and while fewer than three have, when it is the best of them. In a new study
+# without a warm start that lets the first few sampled trials, random start-up draws, train their
+# whole budget before anything is known (README, "Search quality"). The survey stops the study's first SURVEY sampled trials at the first rung instead: a cheap field
+# of first-rung results that later trials are ranked against, and that the sampler learns from.
+# Enqueued trials (warm starts, --warm-from, retries) are never surveyed: they run as anyone else.
+# Optuna's own ``bootstrap_count`` is not the same: it also stops enqueued trials, at every rung.
+
+SURVEY = 10  # at most this many trials are surveyed, and at most a fifth of --trials
+SURVEY_KEY = "fmnist_search:survey"  # trial system attribute: this trial was surveyed
+RUNG_0 = "completed_rung_0"  # Optuna's successive halving stores a trial's first rung here
+
+
+def survey_size(trials: int | None) -> int:
+    """How many sampled trials a study of ``trials`` trials surveys (None: no trial limit)."""
+    return SURVEY if trials is None else min(SURVEY, trials // 5)
+
+
+def _sampled(system_attrs: Mapping[str, Any]) -> bool:
+    """Was this trial's configuration drawn by the sampler (not enqueued, not a retry)?"""
+    return "fixed_params" not in system_attrs and "failed_trial" not in system_attrs
+
+
+def in_survey(
+    study: optuna.Study, trial: Any, system_attrs: Mapping[str, Any], n: int
+) -> bool | None:
+    """Is ``trial`` one of the study's first ``n`` sampled trials? True: it is (and is marked so
+    from now on); False: it is not sampled; None: the survey is over, its ``n`` are drawn."""
+    if n <= 0:
+        return None
+    if system_attrs.get(SURVEY_KEY):
+        return True
+    if not _sampled(system_attrs):
+        return False
+    earlier = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.number < trial.number and _sampled(t.system_attrs)
+    )
+    if earlier >= n:
+        return None
+    study._storage.set_trial_system_attr(trial._trial_id, SURVEY_KEY, True)
+    return True
 
 
 def _at_chance_from(pruner: _StopAtChance, rungs: Rungs) -> optuna.pruners.BasePruner:
@@ -131,11 +190,15 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return SAMPLERS[name](seed)
 
 
-def make_pruner(name: str, rungs: Rungs | int) -> optuna.pruners.BasePruner:
-    """Pruner ``name`` for a budget of ``rungs`` (an int: that many epochs, one step each)."""
+def make_pruner(name: str, rungs: Rungs | int, survey: int = 0) -> optuna.pruners.BasePruner:
+    """Pruner ``name`` for a budget of ``rungs`` (an int: that many epochs, one step each);
+    successive halving surveys the first ``survey`` sampled trials (see :func:`in_survey`)."""
     if name not in PRUNERS:
         raise UsageError(f"unknown pruner {name!r}: use one of {', '.join(PRUNERS)}")
-    return PRUNERS[name](Rungs.of_epochs(rungs) if isinstance(rungs, int) else rungs)
+    pruner = PRUNERS[name](Rungs.of_epochs(rungs) if isinstance(rungs, int) else rungs)
+    if isinstance(pruner, SuccessiveHalvingPruner):
+        pruner.survey = survey
+    return pruner
 
 
 # --- spaces: spaces/NAME.py ----------------------------------------------------------------
@@ -205,11 +268,12 @@ class SuccessiveHalving:
     rung, its validation loss there is stored (system attribute ``fmnist_search:rung_k``); it goes
     on only if it is within the best 1/reduction_factor of all trials that reached that rung (while
     fewer than reduction_factor have, only if it is the best of them), as Optuna's asynchronous
-    successive halving decides. The not-learning rule applies as with the other pruners.
+    successive halving decides. The not-learning rule applies as with the other pruners, and so
+    does the survey: the study's first ``survey`` sampled trials stop at the first rung.
     """
 
-    def __init__(self, rungs: Rungs, reduction_factor: int = 3) -> None:
-        self.rungs, self.rf = rungs, reduction_factor
+    def __init__(self, rungs: Rungs, reduction_factor: int = 3, survey: int = 0) -> None:
+        self.rungs, self.rf, self.survey = rungs, reduction_factor, survey
 
     @staticmethod
     def key(k: int) -> str:
@@ -230,6 +294,8 @@ class SuccessiveHalving:
                     and t.number != trial.number
                     and t.state != optuna.trial.TrialState.FAIL  # a retry carries its values
                 ]
+                if k == 0 and in_survey(study, trial, judged, self.survey):
+                    return True
                 ranked = sorted([*rivals, value])
                 threshold = ranked[max(0, len(ranked) // self.rf - 1)]
                 if value > threshold:

@@ -45,6 +45,24 @@ def test_successive_halving_stops_a_bad_trial_at_its_first_rung():
     assert judge.prune(study, better, 400, 2.31)
 
 
+def test_two_objective_successive_halving_surveys_the_first_sampled_trials():
+    from search.registry import SURVEY_KEY
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    judge = SuccessiveHalving(Rungs(min_step=100, max_step=2000, chance_step=400), survey=1)
+    study.enqueue_trial({"x": 1.0})
+    warm = study.ask()
+    assert not judge.prune(study, warm, 100, 0.9)  # enqueued: never surveyed
+    study.tell(warm, [0.8, 1000])
+    surveyed = study.ask()
+    assert judge.prune(study, surveyed, 100, 0.1)  # the first sampled trial: surveyed
+    assert surveyed.storage.get_trial_system_attrs(surveyed._trial_id)[SURVEY_KEY] is True
+    study.tell(surveyed, state=TrialState.PRUNED)
+    ranked = study.ask()
+    assert not judge.prune(study, ranked, 100, 0.05)  # after the survey: the best goes on
+    assert not judge.prune(study, ranked, 300, 0.04)
+
+
 def two_objective_study(cli, tmp_path, objectives: str, trials: int):
     """A tiny mlp study run through the command line with ``--objectives``; (url, study)."""
     url = f"sqlite:///{tmp_path}/mo.db"
@@ -64,7 +82,7 @@ def test_a_two_objective_study_has_a_pareto_front_and_a_report_of_it(cli, tmp_pa
         assert t.values[1] == t.user_attrs["n_params"]
         assert SuccessiveHalving.key(0) in t.system_attrs  # judged at its first rung
     for t in study.get_trials(states=(TrialState.PRUNED,)):
-        assert t.user_attrs["pruned_reason"].startswith(("pruned by sha", "not learning"))
+        assert t.user_attrs["pruned_reason"].startswith(("pruned by sha", "not learning", "survey"))
     front = json.loads(cli("best", "--study", "mlp", "--storage", url, "--json").output)
     assert front["objectives"] == ["val_loss", "params"]
     numbers = [d["number"] for d in front["pareto_front"]]

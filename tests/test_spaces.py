@@ -110,6 +110,47 @@ def test_pruners_stop_a_trial_at_chance_after_two_epochs_even_alone(name):
     assert dead.should_prune() and not alive.should_prune()
 
 
+def test_successive_halving_surveys_the_first_sampled_trials_at_the_first_rung():
+    """The study's first ``survey`` sampled trials stop at the first rung however good they are;
+    enqueued trials (warm starts) are never surveyed; after the survey the usual rule applies."""
+    from search.registry import SURVEY_KEY
+
+    study = optuna.create_study(pruner=make_pruner("sha", 15, survey=2))
+    study.enqueue_trial({"x": 0.0})
+    warm = study.ask()
+    warm.report(0.5, 1)
+    assert not warm.should_prune()  # enqueued: not surveyed, and the best so far
+    assert SURVEY_KEY not in study._storage.get_trial_system_attrs(warm._trial_id)
+    study.tell(warm, 0.4)
+    for value in (0.2, 0.1):  # each the best so far, still stopped: the survey
+        trial = study.ask()
+        trial.report(value, 1)
+        assert trial.should_prune()
+        assert study._storage.get_trial_system_attrs(trial._trial_id)[SURVEY_KEY] is True
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    after = study.ask()
+    after.report(0.05, 1)
+    assert not after.should_prune()  # the third sampled trial: ranked, and the best goes on
+    after.report(0.04, 2)
+    assert not after.should_prune()  # the survey is judged at the first rung only
+    worse = study.ask()
+    worse.report(0.9, 1)
+    assert worse.should_prune()  # ranked against the field the survey left
+    assert SURVEY_KEY not in study._storage.get_trial_system_attrs(worse._trial_id)
+
+
+def test_the_survey_is_at_most_ten_trials_and_a_fifth_of_the_study():
+    from search.registry import survey_size
+
+    assert [survey_size(n) for n in (1, 4, 5, 12, 50, 500)] == [0, 0, 1, 2, 10, 10]
+    assert survey_size(None) == 10
+    # Without a survey, successive halving is Optuna's: the first trial goes on.
+    study = optuna.create_study(pruner=make_pruner("sha", 15))
+    trial = study.ask()
+    trial.report(0.5, 1)
+    assert not trial.should_prune()
+
+
 def test_hyperband_is_still_recognised_by_the_samplers():
     # TPE samples within Hyperband's brackets only when the pruner is a HyperbandPruner.
     assert isinstance(make_pruner("hyperband", 15), optuna.pruners.HyperbandPruner)
