@@ -62,8 +62,8 @@ Writes to ``--out``: ``search_quality.csv`` (arm x seed x time), ``search_qualit
 interrupted benchmark keeps its finished runs; ``--keep-arms d,e`` re-runs the other arms and
 keeps those arms' runs, settings and date ("measured") from ``--out``'s earlier
 ``search_quality.json`` (same budget and training subset; for a change that cannot affect
-them, such as one to the engine's pruner for the peers); ``--summarize-only`` rebuilds the tables and the
-plot from them (a run cut short by Ctrl-C is left out of them).
+them, such as one to the engine's pruner for the peers); ``--summarize-only`` rebuilds the
+tables and the plot from them (a run cut short by Ctrl-C is left out of them).
 """
 
 from __future__ import annotations

@@ -116,8 +116,9 @@ class MedianPruner(_StopAtChance, optuna.pruners.MedianPruner):
 # Successive halving promotes a trial past a rung when it is among the best third of the trials
 # that reached it, and while fewer than three have, when it is the best of them. In a new study
 # without a warm start that lets the first few sampled trials, random start-up draws, train their
-# whole budget before anything is known (README, "Search quality"). The survey stops the study's first SURVEY sampled trials at the first rung instead: a cheap field
-# of first-rung results that later trials are ranked against, and that the sampler learns from.
+# whole budget before anything is known (README, "Search quality"). The survey stops the study's
+# first SURVEY sampled trials at the first rung instead: a cheap field of first-rung results
+# that later trials are ranked against, and that the sampler learns from.
 # Enqueued trials (warm starts, --warm-from, retries) are never surveyed: they run as anyone else.
 # Optuna's own ``bootstrap_count`` is not the same: it also stops enqueued trials, at every rung.
 
@@ -202,6 +203,15 @@ def make_pruner(name: str, rungs: Rungs | int, survey: int = 0) -> optuna.pruner
 
 
 # --- spaces: spaces/NAME.py ----------------------------------------------------------------
+
+
+def report_epochs_factor(space_name: str | None) -> int:
+    """How many times its search budget ``report`` re-trains a trial of this space by default
+    (the space's ``REPORT_EPOCHS_FACTOR``; 1 for a study of an unknown or removed space)."""
+    try:
+        return int(getattr(get_space(space_name or ""), "REPORT_EPOCHS_FACTOR", 1))
+    except UsageError:
+        return 1
 
 
 def list_spaces() -> list[str]:

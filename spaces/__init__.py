@@ -5,5 +5,9 @@ A space module defines:
 - ``space(trial) -> RunConfig``: the only place ``trial.suggest_*`` is called;
 - ``to_params(config) -> dict``: the parameters that make ``space`` return ``config``
   (used to enqueue known models; every seed preset of the space's kind must round-trip);
-- ``WARM_START``: named ``RunConfig``s enqueued as a new study's first trials.
+- ``WARM_START``: named ``RunConfig``s enqueued as a new study's first trials;
+- optionally ``REPORT_EPOCHS_FACTOR`` (default 1): ``report`` re-trains a study's finalists for
+  this many times each trial's own epoch budget unless ``--epochs`` is given (longer final
+  training pays where the search's budget stops short of convergence; measure it with
+  ``benchmarks/final_epochs.py``).
 """

@@ -482,6 +482,43 @@ def second(tiny, cli):
 
 
 @pytest.mark.slow
+def test_cnn_finalists_train_twice_their_search_budget_unless_epochs_is_given(tiny):
+    """The cnn space's REPORT_EPOCHS_FACTOR is 2 (benchmarks/final_epochs.py measured the gain),
+    the mlp space's 1; --epochs overrides it; results.json and report.md say which applied."""
+    from search import registry, studies
+
+    assert registry.report_epochs_factor("cnn") == 2
+    assert registry.report_epochs_factor("mlp") == 1
+    assert registry.report_epochs_factor("gone") == 1  # a study of a removed space
+    study = studies.load("cnn", tiny.url)
+    factor = compute_module._epochs_factor(study)
+    assert factor == 2
+    top = studies.best_trials(study, 2)
+    own = [t.user_attrs["config"]["train"]["epochs"] for t in top]
+    entries, tasks = retrain.plan(top, options.ReportOptions(study="cnn"), 42, factor)
+    assert [e.epochs for e in entries] == [2 * e for e in own]
+    assert all(
+        t.config["train"]["epochs"] == e.epochs
+        for e in entries
+        for t in tasks
+        if t.trial == e.trial
+    )
+    entries, _ = retrain.plan(top, options.ReportOptions(study="cnn", epochs=3), 42, 1)
+    assert [e.epochs for e in entries] == [3, 3]
+    # The tiny report was made with --epochs 1: the factor is not applied, and it says so.
+    assert tiny.results["settings"]["epochs"] == 1
+    assert tiny.results["settings"]["epochs_factor"] == 1
+    assert "1 epoch each" in (tiny.folder / "report.md").read_text()
+    from search.report import document
+
+    r = from_dict(tiny.results)
+    r = dataclasses.replace(
+        r, settings=dataclasses.replace(r.settings, epochs=None, epochs_factor=2)
+    )
+    intro = "\n".join(map(str, document.intro(r)))
+    assert "2 x each trial's own epoch budget (the cnn space's default; set with --epochs)" in intro
+
+
 def test_top_larger_than_the_completed_trials_uses_what_exists(tiny, second):
     n = tiny.summary.complete
     assert f"only {n} completed trial" in second.first.stderr

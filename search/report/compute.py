@@ -76,7 +76,8 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     data = DeviceData(split, device, opts.precision)
     runs = len(top) * opts.seeds
     jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
-    models, trained = retrain(top, opts, data, study_seed, progress, notes, jobs)
+    factor = 1 if opts.epochs is not None else _epochs_factor(study)
+    models, trained = retrain(top, opts, data, study_seed, progress, notes, jobs, factor)
 
     # Only now, with every model trained, is the test split read.
     test_images = _score_on_test(trained, opts, data, progress)
@@ -90,7 +91,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         command=opts.command,
         study=_study_facts(study, opts, study_seed),
-        settings=_settings(opts, models, data, split, test_images, jobs),
+        settings=_settings(opts, models, data, split, test_images, jobs, factor),
         notes=notes,
         classes=list(CLASSES),
         models=models,
@@ -196,6 +197,13 @@ def _study_facts(study: optuna.Study, opts: ReportOptions, study_seed: int) -> S
     )
 
 
+def _epochs_factor(study: optuna.Study) -> int:
+    """The study's space's ``REPORT_EPOCHS_FACTOR`` (spaces/__init__.py), 1 if it has none."""
+    from search.registry import report_epochs_factor
+
+    return report_epochs_factor(study.user_attrs.get("space"))
+
+
 def _space_kind(study: optuna.Study) -> str | None:
     from search.registry import get_space
 
@@ -234,6 +242,7 @@ def _settings(
     split: Split,
     test_images: int,
     jobs: int,
+    epochs_factor: int,
 ) -> Settings:
     return Settings(
         top_requested=opts.top,
@@ -249,4 +258,5 @@ def _settings(
         jobs=jobs,
         normalization=Normalization(mean=data.mean, std=data.std),
         data=split.source,
+        epochs_factor=epochs_factor,
     )

@@ -61,7 +61,15 @@ def intro(r: Results) -> list[str]:
     n_runs = sum(len(m.runs) for m in r.models)
     seeds = plural(se.seeds, "seed")
     trials = ", ".join(f"{v} {k}" for k, v in st.counts.items() if v)
-    budget = f"{epochs(se.epochs)} each" if se.epochs else "each trial's own epoch budget"
+    if se.epochs:
+        budget = f"{epochs(se.epochs)} each"
+    elif se.epochs_factor > 1:
+        budget = (
+            f"{se.epochs_factor} x each trial's own epoch budget (the {r.study.space} space's "
+            "default; set with --epochs)"
+        )
+    else:
+        budget = "each trial's own epoch budget"
     limit = se.train_limit if se.train_limit else "none (full split)"
     return [
         _heading(1, f"Fashion-MNIST report: study {st.name}"),

@@ -20,7 +20,7 @@ class ReportOptions:
     storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
     top: int = 3  # best completed trials to re-train (fewer if the study has fewer)
     seeds: int = 3  # re-trainings per trial, each from scratch with its own seed
-    epochs: int | None = None  # None = each trial's own epoch budget
+    epochs: int | None = None  # None = each trial's own budget x its space's REPORT_EPOCHS_FACTOR
     out: str | Path | None = None  # None = reports/STUDY
     train_limit: int | None = None  # stratified subset of the 50k training images (quick runs)
     device: str = "auto"

@@ -93,9 +93,10 @@ def _label(t: FrozenTrial) -> str:
 
 
 def plan(
-    top: Sequence[FrozenTrial], opts: ReportOptions, study_seed: int
+    top: Sequence[FrozenTrial], opts: ReportOptions, study_seed: int, epochs_factor: int = 1
 ) -> tuple[list[ModelResult], list[Retraining]]:
-    """A result entry per trial (no runs yet) and every run to train, ``opts.seeds`` per trial."""
+    """A result entry per trial (no runs yet) and every run to train, ``opts.seeds`` per trial,
+    each for ``opts.epochs``, else ``epochs_factor`` x the trial's own epoch budget."""
     entries: list[ModelResult] = []
     tasks: list[Retraining] = []
     total = len(top) * opts.seeds
@@ -106,8 +107,9 @@ def plan(
                 "tool?); report on a study made by `fmnist-search run`"
             )
         cfg = RunConfig.from_dict(t.user_attrs["config"])
-        if opts.epochs is not None:
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=opts.epochs))
+        epochs = opts.epochs if opts.epochs is not None else cfg.train.epochs * epochs_factor
+        if epochs != cfg.train.epochs:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         n_params = count_parameters(build_model(cfg.model))
         config = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as results.json has it
         entries.append(
@@ -272,9 +274,10 @@ def retrain(
     progress: RetrainProgress,
     notes: list[str],
     jobs: int,
+    epochs_factor: int = 1,
 ) -> tuple[list[ModelResult], list[Trained]]:
     """Train every trial ``opts.seeds`` times from scratch; validation and train scores only."""
-    entries, tasks = plan(top, opts, study_seed)
+    entries, tasks = plan(top, opts, study_seed, epochs_factor)
     attempts = retrain_all(tasks, opts, data, study_seed, progress, jobs)
     models, trained = collect(entries, tasks, attempts, data.device, progress, notes)
     if not trained:
