@@ -560,9 +560,8 @@ class Trainer:
             )
         if trial.storage.get_trial_system_attrs(trial._trial_id).get(registry.SURVEY_KEY):
             return (
-                f"survey: one of the study's first {registry.survey_size(self.opts.trials)} "
-                "sampled trials, stopped at the first rung as the field later trials are ranked "
-                "against"
+                f"survey: one of the first {registry.survey_size(self.opts.trials)} sampled "
+                "trials, stopped at the first rung to rank later trials against"
             )
         if self.fidelity == "images":
             return (
