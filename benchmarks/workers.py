@@ -4,7 +4,8 @@
 
 Each setting runs a fresh study for the same wall-clock budget (``--timeout``: no new trial
 starts after it; running trials finish) and counts finished trials. Prints a table with the
-ratio against one worker and writes benchmarks/results/workers.csv.
+ratio against one worker and writes benchmarks/results/workers_SPACE.csv (one file per space,
+each row with the settings it ran with).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def run(jobs: int, args: argparse.Namespace) -> dict:
         epochs = sum(t.user_attrs.get("epochs_run", 0) for t in done)
         accs = [t.user_attrs["val_accuracy"] for t in done if "val_accuracy" in t.user_attrs]
     return {
+        "space": args.space,
+        "seconds": args.seconds,
+        "train_limit": args.train_limit,
+        "epochs": args.epochs,
         "jobs": jobs,
         "wall_s": round(wall, 1),
         "finished_trials": len(done),
@@ -91,7 +96,7 @@ def main() -> None:
             f"{r['trials_per_hour']:>9} {r['epochs_per_hour']:>9} "
             f"{r['speedup_vs_first']:>8}x {r['best_val_accuracy']!s:>9}"
         )
-    write_csv(rows, RESULTS / "workers.csv")
+    write_csv(rows, RESULTS / f"workers_{args.space}.csv")
 
 
 if __name__ == "__main__":
