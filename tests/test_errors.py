@@ -366,6 +366,12 @@ CASES = [
     ),
     case("report-top-0", "report --study mlp --top 0", 2, RANGE.format("--top")),
     case(
+        "report-longer-within-negative",
+        "report --study mlp --longer-within -5",
+        2,
+        RANGE.format("--longer-within"),
+    ),
+    case(
         "report-out-is-a-file",
         "report --study mlp --out {root}/notes.png",
         2,

@@ -39,11 +39,22 @@ def report(
         typer.Option(
             help=(
                 "Epochs per re-training. Default: each trial's own budget times its space's "
-                "REPORT_EPOCHS_FACTOR (2 for cnn: 30 epochs for a 15-epoch trial; 1 for mlp)."
+                "REPORT_EPOCHS_FACTOR (2 for cnn: 30 epochs for a 15-epoch trial; 1 for mlp) "
+                "when that fits --longer-within, else each trial's own budget."
             ),
             show_default=False,
         ),
     ] = None,
+    longer_within: Annotated[
+        float,
+        typer.Option(
+            help=(
+                "Minutes: train for the space's longer budget (see --epochs) only if the "
+                "re-trainings are estimated to take at most this long, from the trials' training "
+                "times in the search. 0: never longer; inf: always."
+            ),
+        ),
+    ] = 30.0,
     storage: StorageOpt = None,
     out_dir: Annotated[
         Path | None,
@@ -75,6 +86,7 @@ def report(
         top=top,
         seeds=seeds,
         epochs=epochs,
+        longer_within=longer_within,
         out=out_dir,
         train_limit=train_limit,
         device=device.value,

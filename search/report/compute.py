@@ -18,7 +18,7 @@ from torch import nn
 
 from search import studies
 from search.checkpoint import package_version
-from search.data import CLASSES, Split, load_split, load_test
+from search.data import CLASSES, Split, load_split, load_test, train_images
 from search.errors import UserError
 from search.report.options import ReportOptions, check_out, out_dir
 from search.report.progress import RetrainProgress
@@ -34,7 +34,7 @@ from search.report.results import (
     StudyFacts,
     TestNumbers,
 )
-from search.report.retrain import Trained, default_jobs, retrain
+from search.report.retrain import Trained, default_jobs, final_budget, retrain
 from search.report.stats import summarize
 from search.report.study import importances, optimization_history
 from search.report.text import plural
@@ -76,7 +76,18 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     data = DeviceData(split, device, opts.precision)
     runs = len(top) * opts.seeds
     jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
-    factor = 1 if opts.epochs is not None else _epochs_factor(study)
+    factor = 1
+    if opts.epochs is None:
+        factor, why = final_budget(
+            _epochs_factor(study),
+            [t.user_attrs.get("seconds") for t in top],
+            opts.seeds,
+            len(data.train_x) / train_images(study.user_attrs.get("train_limit")),
+            opts.longer_within,
+        )
+        if why:
+            notes.append(why)
+            progress.note(why)
     models, trained = retrain(top, opts, data, study_seed, progress, notes, jobs, factor)
 
     # Only now, with every model trained, is the test split read.

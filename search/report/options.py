@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ class ReportOptions:
     top: int = 3  # best completed trials to re-train (fewer if the study has fewer)
     seeds: int = 3  # re-trainings per trial, each from scratch with its own seed
     epochs: int | None = None  # None = each trial's own budget x its space's REPORT_EPOCHS_FACTOR
+    # ... when that is estimated to take at most this many minutes, else each trial's own budget
+    longer_within: float = 30.0
     out: str | Path | None = None  # None = reports/STUDY
     train_limit: int | None = None  # stratified subset of the 50k training images (quick runs)
     device: str = "auto"
@@ -38,6 +41,9 @@ class ReportOptions:
         ):
             if value is not None:
                 check_range(name, value, 1)
+        if math.isnan(self.longer_within):  # nan passes every comparison with a bound
+            raise UsageError("Invalid value for '--longer-within': nan is not in the range x>=0.")
+        check_range("--longer-within", self.longer_within, 0)
 
 
 def out_dir(opts: ReportOptions) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,40 @@ def default_jobs(device: torch.device, runs: int) -> int:
     if device.type != "cpu":
         return 1
     return max(1, min(2, available_cores(), runs))
+
+
+def final_budget(
+    factor: int,
+    search_seconds: Sequence[float | None],
+    seeds: int,
+    images_ratio: float,
+    within_minutes: float,
+) -> tuple[int, str | None]:
+    """The epochs factor a report trains with by default, and a note saying why.
+
+    ``factor`` x each trial's own budget (its space's REPORT_EPOCHS_FACTOR) when the re-trainings
+    are estimated to take at most ``within_minutes``, else each trial's own budget. The estimate:
+    each trial's training seconds in the search (``search_seconds``, its whole budget), times
+    ``factor``, ``seeds`` and ``images_ratio`` (training images now / in the search), one run
+    after another: an upper bound on a CPU, where two runs side by side do a little more work
+    (benchmarks/report_jobs.py), and only as good as the search's machine is like this one.
+    Without every trial's seconds there is no estimate, and the factor stands."""
+    if factor <= 1:
+        return factor, None
+    if any(s is None or not math.isfinite(s) for s in search_seconds):
+        return factor, None
+    minutes = sum(s for s in search_seconds if s is not None) * factor * seeds * images_ratio / 60
+    if minutes <= within_minutes:
+        return factor, (
+            f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
+            f"{minutes:.0f} min from the trials' training times in the search, within "
+            f"--longer-within {within_minutes:g}."
+        )
+    return 1, (
+        f"Re-trained for each trial's own epoch budget, not {factor} x: that was estimated at "
+        f"{minutes:.0f} min from the trials' training times in the search, over --longer-within "
+        f"{within_minutes:g} (pass a larger --longer-within, or --epochs, to train longer)."
+    )
 
 
 def _label(t: FrozenTrial) -> str:
