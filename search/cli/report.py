@@ -54,7 +54,7 @@ def report(
                 "times in the search. 0: never longer; inf: always."
             ),
         ),
-    ] = 30.0,
+    ] = 45.0,
     storage: StorageOpt = None,
     out_dir: Annotated[
         Path | None,

@@ -23,7 +23,7 @@ class ReportOptions:
     seeds: int = 3  # re-trainings per trial, each from scratch with its own seed
     epochs: int | None = None  # None = each trial's own budget x its space's REPORT_EPOCHS_FACTOR
     # ... when that is estimated to take at most this many minutes, else each trial's own budget
-    longer_within: float = 30.0
+    longer_within: float = 45.0
     out: str | Path | None = None  # None = reports/STUDY
     train_limit: int | None = None  # stratified subset of the 50k training images (quick runs)
     device: str = "auto"
