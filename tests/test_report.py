@@ -521,22 +521,24 @@ def test_cnn_finalists_train_twice_their_search_budget_unless_epochs_is_given(ti
 
 def test_the_longer_final_training_is_the_default_only_when_it_fits_longer_within():
     """2 x the search budget when the estimate (search seconds x factor x seeds x image ratio,
-    one run after another) is within --longer-within minutes; else the trials' own budget; no
-    estimate without every trial's seconds; a note says which and why."""
-    # 100 + 200 s in the search, x2, x3 seeds: 30 minutes.
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1.0, 30.0)
+    shared by the runs side by side) is within --longer-within minutes; else the trials' own
+    budget; no estimate without every trial's seconds; a note says which and why."""
+    # 100 + 200 s in the search, x2, x3 seeds, one run at a time: 30 minutes.
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 30.0)
     assert factor == 2 and "estimated at 30 min" in why and "within --longer-within 30" in why
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1.0, 29.5)
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 29.5)
     assert factor == 1
     assert why.startswith("Re-trained for each trial's own epoch budget, not 2 x")
     assert "over --longer-within 29.5" in why and "--epochs" in why
-    # A tenth of the training images in the report: a tenth of the time.
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 0.1, 3.0)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 0.1, 2.9)[0] == 1
-    assert retrain.final_budget(2, [1e6], 3, 1.0, float("inf"))[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1.0, 0.0)[0] == 1
-    assert retrain.final_budget(2, [100.0, None], 3, 1.0, 0.0) == (2, None)  # no estimate
-    assert retrain.final_budget(1, [1e6], 3, 1.0, 0.0) == (1, None)  # nothing longer to choose
+    # Two side by side: half the time; a tenth of the training images: a tenth.
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 15.0)[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 14.9)[0] == 1
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 3.0)[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 2.9)[0] == 1
+    assert retrain.final_budget(2, [1e6], 3, 1, 1.0, float("inf"))[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 0.0)[0] == 1
+    assert retrain.final_budget(2, [100.0, None], 3, 1, 1.0, 0.0) == (2, None)  # no estimate
+    assert retrain.final_budget(1, [1e6], 3, 1, 1.0, 0.0) == (1, None)  # nothing longer to choose
 
 
 def test_top_larger_than_the_completed_trials_uses_what_exists(tiny, second):

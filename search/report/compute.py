@@ -82,6 +82,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
             _epochs_factor(study),
             [t.user_attrs.get("seconds") for t in top],
             opts.seeds,
+            jobs,
             len(data.train_x) / train_images(study.user_attrs.get("train_limit")),
             opts.longer_within,
         )

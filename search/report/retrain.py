@@ -92,6 +92,7 @@ def final_budget(
     factor: int,
     search_seconds: Sequence[float | None],
     seeds: int,
+    jobs: int,
     images_ratio: float,
     within_minutes: float,
 ) -> tuple[int, str | None]:
@@ -99,16 +100,17 @@ def final_budget(
 
     ``factor`` x each trial's own budget (its space's REPORT_EPOCHS_FACTOR) when the re-trainings
     are estimated to take at most ``within_minutes``, else each trial's own budget. The estimate:
-    each trial's training seconds in the search (``search_seconds``, its whole budget), times
-    ``factor``, ``seeds`` and ``images_ratio`` (training images now / in the search), one run
-    after another: an upper bound on a CPU, where two runs side by side do a little more work
-    (benchmarks/report_jobs.py), and only as good as the search's machine is like this one.
+    each trial's training seconds in the search (``search_seconds``, its whole budget) x
+    ``factor`` x ``seeds`` x ``images_ratio`` (training images now / in the search), shared by
+    ``jobs`` runs side by side, each at the search's speed. Measured against one study's report
+    (benchmarks/results/default_study/), the estimate was 50 minutes and the report took 53.
     Without every trial's seconds there is no estimate, and the factor stands."""
     if factor <= 1:
         return factor, None
     if any(s is None or not math.isfinite(s) for s in search_seconds):
         return factor, None
-    minutes = sum(s for s in search_seconds if s is not None) * factor * seeds * images_ratio / 60
+    serial = sum(s for s in search_seconds if s is not None) * factor * seeds * images_ratio
+    minutes = serial / max(1, jobs) / 60
     if minutes <= within_minutes:
         return factor, (
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
