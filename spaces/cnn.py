@@ -31,7 +31,8 @@ MAX_CHANNELS = (32, 64, 128, 128)
 # a double block costs no more than a single 5x5 block of the same position at its cap, so the
 # space's most expensive model (4 single 5x5 blocks at the caps, 24M) stays the bound.
 MAX_DOUBLE = (16, 48, 96, 96)
-# `report` re-trains the finalists for 2x their search budget (30 epochs at the default 15):
+# `report` re-trains the finalists for 2x their search budget (30 epochs at the default 15) where
+# that fits its --longer-within minutes:
 # benchmarks/final_epochs.py measured +0.0072 test accuracy for the VGG-style warm start at 30
 # epochs over 15 (0.9341 +- 0.0002 vs 0.9269 +- 0.0004, 3 seeds).
 REPORT_EPOCHS_FACTOR = 2

@@ -20,11 +20,13 @@ results.json (one object; every float at full precision; ``null`` where a value 
                     completed trial; pareto_reference: the seed's models at their recorded
                     validation accuracy [{model, objective, val_accuracy}]
     settings    the re-training: top_requested, top (trials re-trained), seeds, epochs (null:
-                each trial's own budget times epochs_factor, the space's REPORT_EPOCHS_FACTOR:
-                2 for cnn, 1 for mlp), train_limit, train_images, val_images, test_images,
+                each trial's own budget times epochs_factor: the space's REPORT_EPOCHS_FACTOR,
+                2 for cnn and 1 for mlp, where it fits --longer-within, else 1), train_limit,
+                train_images, val_images, test_images,
                 device, precision, jobs (re-trainings at once), normalization {mean, std}
                 (of the training images, pixel / 255), data (the folder the images came from)
-    notes       [sentences]: what the reader must know (fewer trials than asked, divergences)
+    notes       [sentences]: what the reader must know (fewer trials than asked, divergences,
+                which final budget applied and why)
     classes     the 10 class names, in label order
     models      one per re-trained trial, best search score first:
         rank, trial, label, warm_start (preset name or null),
