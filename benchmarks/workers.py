@@ -53,7 +53,7 @@ def run(jobs: int, args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - start
         study = optuna.load_study(study_name=args.space, storage=storage)
         done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        epochs = sum(t.user_attrs.get("epochs_run", 0) for t in done)
+        epochs = round(sum(t.user_attrs.get("epochs_run", 0) for t in done), 1)
         accs = [t.user_attrs["val_accuracy"] for t in done if "val_accuracy" in t.user_attrs]
     return {
         "space": args.space,
