@@ -8,7 +8,8 @@ Reads the study (nothing is trained) and writes under ``--out``:
 started, trial, state, images seen as epochs, validation accuracy; times as in
 ``search_quality.py``: each trial's per-pass ``history`` anchored at its end), and
 ``trials.csv``, one row per trial (state, start and end in minutes, parameters, epochs trained,
-final validation loss and accuracy, warm-start name or "sampled", why it was pruned). It prints
+training seconds, final validation loss and accuracy, warm-start name or "sampled", why it
+was pruned, its parameters as JSON). It prints
 the study's length, its trials by state, the epochs trained in all, the minutes at which any
 validation first reached 0.91 / 0.92 / 0.93 / 0.94 / 0.945, and the best completed trials.
 """
@@ -16,6 +17,7 @@ validation first reached 0.91 / 0.92 / 0.93 / 0.94 / 0.945, and the best complet
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from _common import RESULTS, write_csv
@@ -72,10 +74,12 @@ def main() -> None:
                                                    else "sampled"),
                 "n_params": ua.get("n_params"),
                 "epochs_run": ua.get("epochs_run"),
+                "train_seconds": None if ua.get("seconds") is None else round(ua["seconds"], 1),
                 "val_loss": None if ft.value is None else round(ft.value, 4),
                 "val_accuracy": None if ua.get("val_accuracy") is None
                 else round(ua["val_accuracy"], 4),
                 "why": ua.get("pruned_reason") or ua.get("fail_reason") or "",
+                "params": json.dumps(ft.params, sort_keys=True),
             }
         )  # fmt: skip
     write_csv(rows, args.out / "trials.csv")

@@ -38,7 +38,7 @@ def check_range(
 ) -> None:
     """The range rule of a numeric option, worded as the command line's own parser words it
     (``Invalid value for '--trials': 0 is not in the range x>=1.``), for library use too."""
-    bad_low = value < low or (above and value == low)
+    bad_low = value < low or (above and value == low) or value != value  # nan fails every bound
     if bad_low or (high is not None and value > high):
         left = f"{low}<" if above else f"{low}<="
         bound = f"{left}x<={high}" if high is not None else f"x>{low}" if above else f"x>={low}"

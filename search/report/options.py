@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,6 @@ class ReportOptions:
         ):
             if value is not None:
                 check_range(name, value, 1)
-        if math.isnan(self.longer_within):  # nan passes every comparison with a bound
-            raise UsageError("Invalid value for '--longer-within': nan is not in the range x>=0.")
         check_range("--longer-within", self.longer_within, 0)
 
 
