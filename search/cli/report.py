@@ -39,7 +39,7 @@ def report(
         typer.Option(
             help=(
                 "Epochs per re-training. Default: each trial's own budget times its space's "
-                "REPORT_EPOCHS_FACTOR (2 for cnn: 30 epochs for a 15-epoch trial; 1 for mlp) "
+                "REPORT_EPOCHS_FACTOR (2 for cnn and mlp: 30 epochs for a 15-epoch trial) "
                 "when that fits --longer-within, else each trial's own budget."
             ),
             show_default=False,
