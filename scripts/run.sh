@@ -3,7 +3,7 @@
 #   SPACE=cnn TRIALS=50 STUDY=$SPACE TIMEOUT=3600 MINUTES=90 bash scripts/run.sh [`run` options]
 # The search stops starting trials after TIMEOUT seconds (the running one finishes); running
 # the script again resumes the study until it holds TRIALS finished trials. The report trains
-# its finalists longer than the search did (cnn: 2x) only if that is estimated to fit in what
+# its finalists longer than the search did (2x) only if that is estimated to fit in what
 # is left of MINUTES after the search (`report --longer-within`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
