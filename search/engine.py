@@ -267,6 +267,7 @@ def open_study(
         "epochs": opts.epochs,
         "fidelity": opts.fidelity,
         "step": STEP_UNITS[opts.fidelity],
+        "val_loss": "calibrated",
         "train_limit": opts.train_limit,
         "sampler": opts.sampler,
         "pruner": opts.pruner,
@@ -328,6 +329,16 @@ def rungs(opts: RunOptions, fidelity: str) -> registry.Rungs:
 
 def study_fidelity(study: optuna.Study) -> str:
     return study.user_attrs.get("fidelity", "epochs")
+
+
+# What a study's "val_loss" is: cross-entropy at the temperature fitted on the validation
+# logits (training.calibrated_cross_entropy), or, in studies made before it, plain cross-entropy.
+# A study keeps the loss it was made with, so that its trials stay comparable.
+VAL_LOSSES = {"calibrated": "val_loss", "plain": "val_ce"}  # study attribute -> metrics key
+
+
+def study_val_loss(study: optuna.Study) -> str:
+    return study.user_attrs.get("val_loss", "plain")
 
 
 def enqueue_warm_start(
@@ -441,6 +452,11 @@ class Trainer:
     hooks: Hooks
     interrupts: Interrupts
     fidelity: str = "epochs"
+    val_loss: str = "calibrated"  # see VAL_LOSSES
+
+    @property
+    def loss_key(self) -> str:
+        return VAL_LOSSES[self.val_loss]
 
     def config(self, trial: optuna.Trial) -> tuple[RunConfig, int]:
         try:
@@ -515,7 +531,7 @@ class Trainer:
                 self._record(trial, epoch, history, val)
                 if judge is not None:
                     step = self._step(metrics)
-                    prune = judge.prune(study, trial, step, metrics["val_loss"])
+                    prune = judge.prune(study, trial, step, metrics[self.loss_key])
                 else:
                     prune = not self.opts.multi_objective and trial.should_prune()
                 if prune:
@@ -530,12 +546,13 @@ class Trainer:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned from None
         self.hooks.trial_trained(study, trial)
-        return [result.val.loss, *others] if others else result.val.loss
+        loss = result.history[-1][self.loss_key]
+        return [loss, *others] if others else loss
 
     def _record(self, trial: optuna.Trial, epoch: int, history: list, val: Any) -> None:
         metrics = history[-1]
         if not self.opts.multi_objective:  # Optuna refuses reports with several objectives
-            trial.report(metrics["val_loss"], self._step(metrics))
+            trial.report(metrics[self.loss_key], self._step(metrics))
         for key, value in {
             "history": history,
             "epochs_run": metrics["epoch"],  # epochs of images seen: 0.2, 0.6, 1, 2, ...
@@ -551,7 +568,7 @@ class Trainer:
         return int(metrics["images_seen"] if self.fidelity == "images" else metrics["epoch"])
 
     def _prune_reason(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
-        loss, epoch = metrics["val_loss"], metrics["epoch"]
+        loss, epoch = metrics[self.loss_key], metrics["epoch"]
         chance = rungs(self.opts, self.fidelity).chance_step
         if registry.at_chance(loss, self._step(metrics), chance):
             return (
@@ -709,7 +726,9 @@ def run_study(
             study = prepare(opts, hooks)
             progress.start(study, opts.trials, device=str(device), storage=mask_password(url))
             fidelity = study_fidelity(study)
-            trainer = Trainer(opts, space, data, progress, hooks, interrupts, fidelity)
+            trainer = Trainer(
+                opts, space, data, progress, hooks, interrupts, fidelity, study_val_loss(study)
+            )
             try:
                 Loop(study, trainer, opts, progress, start).run()
             except KeyboardInterrupt:

@@ -66,6 +66,22 @@ def test_study_holds_the_trials_with_everything_a_report_needs(cnn_study):
         assert a["precision"] == resolve_precision("auto", torch.device("cpu"), "cnn")
         if t.state == TrialState.COMPLETE:
             assert t.value == pytest.approx(a["history"][-1]["val_loss"])
+        # The study ranks on the calibrated loss, never above the plain cross-entropy.
+        assert study.user_attrs["val_loss"] == "calibrated"
+        assert all(h["val_loss"] <= h["val_ce"] + 1e-9 for h in history)
+
+
+def test_a_study_made_before_calibration_keeps_ranking_on_plain_cross_entropy(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    quick = dict(space="mlp", epochs=1, warm_start=False)
+    assert run_study(opts(storage, trials=1, **quick)).finished == 1
+    load(storage, "mlp").set_user_attr("val_loss", "plain")  # as older studies read
+    run_study(opts(storage, trials=2, **quick))
+    t = load(storage, "mlp").trials[1]
+    steps = sorted(t.intermediate_values)
+    assert [t.intermediate_values[s] for s in steps] == pytest.approx(
+        [h["val_ce"] for h in t.user_attrs["history"]]
+    )
 
 
 def test_resume_counts_finished_trials_in_total(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -118,3 +120,38 @@ def test_images_fidelity_validates_after_each_pass_on_stratified_subsets(cpu_dat
     assert [m["images_seen"] for m in seen] == [n // 5, 3 * n // 5, n, 2 * n]
     assert [m["epoch"] for m in seen] == [0.2, 0.6, 1.0, 2.0]
     assert result.history == seen
+
+
+def test_calibrated_loss_fits_the_temperature_and_ignores_confidence_scale():
+    from search.training import calibrated_cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (2000,), generator=gen)
+    # Logits that rank the true class first for ~80% of images, at an arbitrary scale.
+    z = torch.randn(2000, 10, generator=gen)
+    z[torch.arange(2000), y] += 2.0
+    loss, temperature = calibrated_cross_entropy(z, y)
+    plain = float(torch.nn.functional.cross_entropy(z, y))
+    grid = min(
+        float(torch.nn.functional.cross_entropy(z * b, y)) for b in torch.linspace(0, 32, 3201)
+    )
+    assert loss == pytest.approx(grid, abs=1e-4) and loss <= plain
+    # The same predictions, 3x flatter (as label smoothing trains them) or 4x sharper (as an
+    # over-confident model): the same calibrated loss, the temperature scaled with them.
+    for scale in (1 / 3, 4.0):
+        scaled, t = calibrated_cross_entropy(z * scale, y)
+        assert scaled == pytest.approx(loss, abs=1e-6)
+        assert t == pytest.approx(temperature * scale, rel=1e-4)
+        assert float(torch.nn.functional.cross_entropy(z * scale, y)) > loss + 0.01
+    # A model that predicts the same for every image of balanced classes is a uniform guess at
+    # best: ln 10, at a temperature near infinity (what the not-learning rule looks for).
+    same = calibrated_cross_entropy(torch.randn(1, 10).expand(500, 10), torch.arange(500) % 10)
+    assert same[0] == pytest.approx(math.log(10), abs=1e-9) and same[1] > 1e3
+
+
+def test_the_search_ranks_trials_on_the_calibrated_validation_loss(cpu_data):
+    result = train(RunConfig(SEED_CNN, RECIPE), cpu_data, seed=0)
+    last = result.history[-1]
+    assert last["val_loss"] == pytest.approx(result.val.calibrated_loss)
+    assert last["val_ce"] == pytest.approx(result.val.loss)
+    assert result.val.calibrated_loss <= result.val.loss + 1e-9

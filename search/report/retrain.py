@@ -178,7 +178,9 @@ def plan(
 
 
 def _numbers(result: EvalResult) -> EvalNumbers:
-    return EvalNumbers(loss=result.loss, accuracy=result.accuracy)
+    return EvalNumbers(
+        loss=result.loss, accuracy=result.accuracy, calibrated_loss=result.calibrated_loss
+    )
 
 
 def retrain_one(
