@@ -44,6 +44,7 @@ from search.studies import (
 from search.studies import load as load_study
 from search.training import (
     FIDELITIES,
+    VAL_LOSSES,
     DeviceData,
     Diverged,
     RunConfig,
@@ -95,6 +96,9 @@ class RunOptions:
     # What the study minimises: ("val_loss",), or validation loss and one of "params" and
     # "latency" (a two-objective study; trials still pruned on validation loss, by us).
     objectives: tuple[str, ...] = ("val_loss",)
+    # The validation loss trials are ranked on: "plain" cross-entropy or "calibrated" (at the
+    # temperature fitted on the validation logits); None: the study's own, "plain" for a new one.
+    val_loss: str | None = None
     data_dir: str | None = None
     jobs: int = 1  # local worker processes (see search.workers)
     command: str = ""  # the command line, stored with the study
@@ -114,6 +118,10 @@ class RunOptions:
         if self.fidelity not in FIDELITIES:
             raise UsageError(
                 f"unknown fidelity {self.fidelity!r}: use one of {', '.join(FIDELITIES)}"
+            )
+        if self.val_loss is not None and self.val_loss not in VAL_LOSSES:
+            raise UsageError(
+                f"unknown --val-loss {self.val_loss!r}: use one of {', '.join(VAL_LOSSES)}"
             )
         if self.warm_from is not None:
             parse_warm_from(self.warm_from)
@@ -255,6 +263,13 @@ def open_study(
                 f"study {name!r} minimises {','.join(stored)}, not {','.join(opts.objectives)}: "
                 f"pass --objectives {','.join(stored)} to resume it, or a new --study name"
             ) from None
+        stored_loss = study_val_loss(study)
+        if opts.val_loss is not None and opts.val_loss != stored_loss:
+            raise UsageError(
+                f"study {name!r} ranks trials on the {stored_loss} validation loss, not the "
+                f"{opts.val_loss}: pass --val-loss {stored_loss} to resume it, or a new --study "
+                "name"
+            ) from None
         fidelity = study.user_attrs.get("fidelity", "epochs")  # studies made before fidelity
         study.pruner = optuna_pruner(opts, fidelity)
         n_before = len(study.get_trials(deepcopy=False))
@@ -267,7 +282,7 @@ def open_study(
         "epochs": opts.epochs,
         "fidelity": opts.fidelity,
         "step": STEP_UNITS[opts.fidelity],
-        "val_loss": "calibrated",
+        "val_loss": opts.val_loss or "plain",
         "train_limit": opts.train_limit,
         "sampler": opts.sampler,
         "pruner": opts.pruner,
@@ -331,13 +346,9 @@ def study_fidelity(study: optuna.Study) -> str:
     return study.user_attrs.get("fidelity", "epochs")
 
 
-# What a study's "val_loss" is: cross-entropy at the temperature fitted on the validation
-# logits (training.calibrated_cross_entropy), or, in studies made before it, plain cross-entropy.
-# A study keeps the loss it was made with, so that its trials stay comparable.
-VAL_LOSSES = {"calibrated": "val_loss", "plain": "val_ce"}  # study attribute -> metrics key
-
-
 def study_val_loss(study: optuna.Study) -> str:
+    """What a study's "val_loss" is (``training.VAL_LOSSES``); a study keeps the loss it was made
+    with, so that its trials stay comparable (studies made before the choice: plain)."""
     return study.user_attrs.get("val_loss", "plain")
 
 
@@ -452,11 +463,7 @@ class Trainer:
     hooks: Hooks
     interrupts: Interrupts
     fidelity: str = "epochs"
-    val_loss: str = "calibrated"  # see VAL_LOSSES
-
-    @property
-    def loss_key(self) -> str:
-        return VAL_LOSSES[self.val_loss]
+    val_loss: str = "plain"  # training.VAL_LOSSES: what metrics["val_loss"] is
 
     def config(self, trial: optuna.Trial) -> tuple[RunConfig, int]:
         try:
@@ -531,7 +538,7 @@ class Trainer:
                 self._record(trial, epoch, history, val)
                 if judge is not None:
                     step = self._step(metrics)
-                    prune = judge.prune(study, trial, step, metrics[self.loss_key])
+                    prune = judge.prune(study, trial, step, metrics["val_loss"])
                 else:
                     prune = not self.opts.multi_objective and trial.should_prune()
                 if prune:
@@ -541,18 +548,20 @@ class Trainer:
 
         try:
             with self.interrupts.training():
-                result = train(cfg, self.data, seed, on_epoch, fidelity=self.fidelity)
+                result = train(
+                    cfg, self.data, seed, on_epoch, fidelity=self.fidelity, val_loss=self.val_loss
+                )
         except Diverged as exc:
             trial.set_user_attr("pruned_reason", f"diverged: {exc}")
             raise optuna.TrialPruned from None
         self.hooks.trial_trained(study, trial)
-        loss = result.history[-1][self.loss_key]
+        loss = result.history[-1]["val_loss"]
         return [loss, *others] if others else loss
 
     def _record(self, trial: optuna.Trial, epoch: int, history: list, val: Any) -> None:
         metrics = history[-1]
         if not self.opts.multi_objective:  # Optuna refuses reports with several objectives
-            trial.report(metrics[self.loss_key], self._step(metrics))
+            trial.report(metrics["val_loss"], self._step(metrics))
         for key, value in {
             "history": history,
             "epochs_run": metrics["epoch"],  # epochs of images seen: 0.2, 0.6, 1, 2, ...
@@ -568,7 +577,7 @@ class Trainer:
         return int(metrics["images_seen"] if self.fidelity == "images" else metrics["epoch"])
 
     def _prune_reason(self, trial: optuna.Trial, metrics: dict[str, float]) -> str:
-        loss, epoch = metrics[self.loss_key], metrics["epoch"]
+        loss, epoch = metrics["val_loss"], metrics["epoch"]
         chance = rungs(self.opts, self.fidelity).chance_step
         if registry.at_chance(loss, self._step(metrics), chance):
             return (

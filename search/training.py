@@ -87,7 +87,7 @@ class EvalResult:
     accuracy: float
     confusion: list[list[int]]  # [true class][predicted class] counts
     # Mean cross-entropy at the temperature that fits these logits best (see
-    # calibrated_cross_entropy): what the search minimises and prunes on as "val_loss".
+    # calibrated_cross_entropy): a study made with --val-loss calibrated ranks trials on it.
     calibrated_loss: float = float("nan")
     temperature: float = 1.0  # the fitted temperature (inf: a uniform guess fits best)
 
@@ -247,6 +247,9 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+# The validation losses a study can rank trials on (`run --val-loss`): plain cross-entropy, or
+# cross-entropy at the temperature fitted on the validation logits (calibrated_cross_entropy).
+VAL_LOSSES = ("plain", "calibrated")
 # The inverse temperatures searched: 0 (a uniform guess, loss ln 10) up to 1/MIN_TEMPERATURE.
 # Label smoothing 0.2 trains logits about 3x flatter than no smoothing; 1/32 leaves room.
 MIN_TEMPERATURE = 1 / 32
@@ -365,6 +368,7 @@ def train(
     seed: int,
     on_epoch: EpochCallback | None = None,
     fidelity: str = "epochs",
+    val_loss: str = "plain",
 ) -> TrainResult:
     """Train ``config`` from scratch on ``data``; evaluate on validation after every pass.
 
@@ -372,8 +376,12 @@ def train(
     (see ``pass_sizes``). ``on_epoch(i, metrics, val)`` runs after each pass (1-based) and may
     raise to stop (e.g. ``optuna.TrialPruned``); ``metrics["epoch"]`` is the epochs of images
     seen so far (0.2, 0.6, 1.0, 2.0, ...) and ``metrics["images_seen"]`` their count.
-    Raises :class:`Diverged` on a NaN/inf training loss.
+    ``metrics["val_loss"]`` is the validation loss named by ``val_loss`` (see VAL_LOSSES);
+    ``val_ce`` and ``val_calibrated`` are both. Raises :class:`Diverged` on a NaN/inf training
+    loss.
     """
+    if val_loss not in VAL_LOSSES:
+        raise ValueError(f"unknown val_loss {val_loss!r}: use one of {', '.join(VAL_LOSSES)}")
     cfg = config.train
     cfg.validate()
     device = data.device
@@ -435,8 +443,9 @@ def train(
             "train_images": n,
             "train_loss": train_loss,
             "train_accuracy": float(correct) / n,
-            "val_loss": val.calibrated_loss,  # what the search ranks trials on
+            "val_loss": val.calibrated_loss if val_loss == "calibrated" else val.loss,
             "val_ce": val.loss,  # plain cross-entropy, T = 1
+            "val_calibrated": val.calibrated_loss,
             "val_accuracy": val.accuracy,
             "seconds": time.perf_counter() - start,
         }

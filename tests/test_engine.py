@@ -66,22 +66,34 @@ def test_study_holds_the_trials_with_everything_a_report_needs(cnn_study):
         assert a["precision"] == resolve_precision("auto", torch.device("cpu"), "cnn")
         if t.state == TrialState.COMPLETE:
             assert t.value == pytest.approx(a["history"][-1]["val_loss"])
-        # The study ranks on the calibrated loss, never above the plain cross-entropy.
-        assert study.user_attrs["val_loss"] == "calibrated"
-        assert all(h["val_loss"] <= h["val_ce"] + 1e-9 for h in history)
+        # A new study ranks on plain cross-entropy unless made with --val-loss calibrated.
+        assert study.user_attrs["val_loss"] == "plain"
+        assert all(h["val_loss"] == h["val_ce"] >= h["val_calibrated"] - 1e-9 for h in history)
 
 
-def test_a_study_made_before_calibration_keeps_ranking_on_plain_cross_entropy(tmp_path):
+def test_a_calibrated_study_ranks_on_the_calibrated_loss_and_keeps_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     quick = dict(space="mlp", epochs=1, warm_start=False)
-    assert run_study(opts(storage, trials=1, **quick)).finished == 1
-    load(storage, "mlp").set_user_attr("val_loss", "plain")  # as older studies read
-    run_study(opts(storage, trials=2, **quick))
-    t = load(storage, "mlp").trials[1]
-    steps = sorted(t.intermediate_values)
-    assert [t.intermediate_values[s] for s in steps] == pytest.approx(
-        [h["val_ce"] for h in t.user_attrs["history"]]
+    assert run_study(opts(storage, trials=2, val_loss="calibrated", **quick)).finished == 2
+    study = load(storage, "mlp")
+    assert study.user_attrs["val_loss"] == "calibrated"
+    for t in study.trials:
+        history = t.user_attrs["history"]
+        steps = sorted(t.intermediate_values)
+        assert [t.intermediate_values[s] for s in steps] == pytest.approx(
+            [h["val_calibrated"] for h in history]
+        )
+        assert all(h["val_calibrated"] < h["val_ce"] for h in history)
+    # Resumed without --val-loss it keeps its loss; with the other one it is refused.
+    assert run_study(opts(storage, trials=3, **quick)).finished == 3
+    t = load(storage, "mlp").trials[2]
+    assert t.intermediate_values[max(t.intermediate_values)] == pytest.approx(
+        t.user_attrs["history"][-1]["val_calibrated"]
     )
+    with pytest.raises(UsageError, match="ranks trials on the calibrated validation loss"):
+        run_study(opts(storage, trials=4, val_loss="plain", **quick))
+    with pytest.raises(UsageError, match="unknown --val-loss 'temperature'"):
+        opts(storage, val_loss="temperature")
 
 
 def test_resume_counts_finished_trials_in_total(tmp_path):

@@ -275,6 +275,7 @@ CASES = [
     case("run-jobs-0", "run --jobs 0", 2, RANGE.format("--jobs")),
     case("run-unknown-sampler", "run --sampler bogus", 2, "unknown sampler 'bogus': use one of"),
     case("run-unknown-pruner", "run --pruner bogus", 2, "unknown pruner 'bogus': use one of"),
+    case("run-unknown-val-loss", "run --val-loss bogus", 2, "unknown --val-loss 'bogus': use one"),
     case("run-unknown-device", "run --device tpu", 2, RANGE.format("--device")),
     case("run-seed-negative", "run --seed -1", 2, RANGE.format("--seed")),
     case("train-seed-too-large", "train --preset 1L_50H_relu --seed 4294967296", 2, "--seed"),

@@ -66,9 +66,8 @@ def test_two_objective_successive_halving_surveys_the_first_sampled_trials():
 def two_objective_study(cli, tmp_path, objectives: str, trials: int):
     """A tiny mlp study run through the command line with ``--objectives``; (url, study)."""
     url = f"sqlite:///{tmp_path}/mo.db"
-    # Seed 1: a study whose first rung leaves some trials to complete in 6 trials.
     result = cli("run", *TINY, "--trials", str(trials), "--objectives", objectives,
-                 "--seed", "1", "--storage", url)  # fmt: skip
+                 "--storage", url)  # fmt: skip
     assert result.exit_code == 0, result.output
     return url, optuna.load_study(study_name="mlp", storage=url)
 

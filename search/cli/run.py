@@ -90,6 +90,16 @@ def run(
             "two-objective study: its best trials are a Pareto front).",
         ),
     ] = "val_loss",
+    val_loss: Annotated[
+        str | None,
+        typer.Option(
+            "--val-loss",
+            help="The validation loss trials are ranked and pruned on: plain cross-entropy, or "
+            "calibrated (at the temperature fitted on the validation logits, so that label "
+            "smoothing's softer predictions are not counted against a trial). Default: the "
+            "study's own; plain for a new study.",
+        ),
+    ] = None,
     worker_index: Annotated[
         int,
         typer.Option(
@@ -127,6 +137,7 @@ def run(
         max_params=max_params,
         max_latency=max_latency,
         objectives=objectives,
+        val_loss=val_loss,
         command=command_line(),  # stored with the study and shown in its dashboard note
     )
     summary = run_jobs(opts, hooks=DashboardHooks(storage))

@@ -42,8 +42,8 @@ from search.storage import mask_password, storage_url
 from search.training import DeviceData, RunConfig, evaluate, normalize, resolve_device, versions
 
 SELECTED_BY = (
-    "lowest validation loss (calibrated, as the search ranks trials) over every re-trained run; "
-    "the test set plays no part in the choice"
+    "lowest validation loss (as the study ranked trials: plain or calibrated) over every "
+    "re-trained run; the test set plays no part in the choice"
 )
 
 
@@ -96,10 +96,17 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     test_images = _score_on_test(trained, opts, data, progress)
     for entry in models:
         entry.summary = summarize(entry.runs)
-    # best.pt: the run with the lowest validation loss, calibrated as the search ranked trials
-    # (plain cross-entropy would favour runs without label smoothing); the test set plays no
-    # part in the choice.
-    chosen = min(trained, key=lambda t: t.run.val.calibrated_loss or t.run.val.loss)
+    # best.pt: the run with the lowest validation loss, plain or calibrated as the study ranked
+    # its trials; the test set plays no part in the choice.
+    calibrated = study.user_attrs.get("val_loss") == "calibrated"
+    chosen = min(
+        trained,
+        key=lambda t: (
+            t.run.val.calibrated_loss
+            if calibrated and t.run.val.calibrated_loss is not None
+            else t.run.val.loss
+        ),
+    )
     best_run = _best_run(opts, chosen)
     results = Results(
         generator=GENERATOR,
