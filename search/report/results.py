@@ -34,21 +34,22 @@ results.json (one object; every float at full precision; ``null`` where a value 
         params      {name: value}: Optuna's parameters; config: the resolved RunConfig dict
         epochs      epochs per re-training; n_params: trainable parameters
         runs        one per seed that trained: {seed, precision, seconds, history: [{epoch,
-                    train_loss, train_accuracy, val_loss (calibrated, as the search's),
+                    train_loss, train_accuracy, val_loss (plain cross-entropy),
                     val_accuracy, seconds}], train: {loss, accuracy, calibrated_loss}
                     (training images, evaluation mode), val: {loss, accuracy,
                     calibrated_loss}, test: {loss, accuracy, confusion ([true][predicted]
                     counts), per_class_accuracy}}; loss is plain cross-entropy,
-                    calibrated_loss at the temperature fitted on those logits (the search's
-                    val_loss); validation and test scored in float32
+                    calibrated_loss at the temperature fitted on those logits (what a study
+                    made with --val-loss calibrated ranks on); validation and test scored in
+                    float32
         failed_runs [{seed, reason}]: runs that diverged (left out of everything else)
         summary     over runs: train_accuracy, val_accuracy, val_loss, test_accuracy,
                     test_loss, seconds as {mean, std (sample; null for one run), n};
                     per_class_test_accuracy {mean: [10], std: [10]}; test_confusion (summed)
-    best        the run saved as best.pt, chosen by lowest calibrated validation loss: study,
-                rank, trial, label, seed, val_loss, val_accuracy, test_loss, test_accuracy,
-                test_confusion, per_class_test_accuracy, epochs, train_limit, file ("best.pt"),
-                selected_by
+    best        the run saved as best.pt, chosen by lowest validation loss (the study's: plain
+                or calibrated): study, rank, trial, label, seed, val_loss, val_accuracy,
+                test_loss, test_accuracy, test_confusion, per_class_test_accuracy, epochs,
+                train_limit, file ("best.pt"), selected_by
     reference   figures not measured here: [{model, source ("seed report"/"published"),
                 train_accuracy, val_accuracy, test_accuracy, test_loss, n_params (a count,
                 a published text such as "about 83k", or null)}]
