@@ -22,12 +22,23 @@ LR_RANGES = {
 }
 
 
-def suggest_recipe(trial: optuna.Trial, augment: bool) -> TrainConfig:
+WEIGHT_DECAY = (1e-6, 1e-2)
+
+
+def suggest_recipe(
+    trial: optuna.Trial,
+    augment: bool,
+    lr_ranges: dict[str, tuple[float, float]] | None = None,
+    weight_decay: tuple[float, float] = WEIGHT_DECAY,
+) -> TrainConfig:
+    """The recipe's parameters; a space may narrow the learning-rate ranges (``lr_ranges``, by
+    optimizer) and the weight decay's."""
+    ranges = LR_RANGES | (lr_ranges or {})
     optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
-    lr = trial.suggest_float(f"{optimizer}_lr", *LR_RANGES[optimizer], log=True)
-    weight_decay = 0.0
+    lr = trial.suggest_float(f"{optimizer}_lr", *ranges[optimizer], log=True)
+    decay = 0.0
     if trial.suggest_categorical("weight_decay_on", (False, True)):
-        weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        decay = trial.suggest_float("weight_decay", *weight_decay, log=True)
     kw: dict[str, Any] = {}
     if augment:
         kw = {
@@ -38,7 +49,7 @@ def suggest_recipe(trial: optuna.Trial, augment: bool) -> TrainConfig:
     return TrainConfig(
         optimizer=optimizer,
         lr=lr,
-        weight_decay=weight_decay,
+        weight_decay=decay,
         batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES),
         schedule=trial.suggest_categorical("schedule", SCHEDULES),
         label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),

@@ -162,7 +162,7 @@ def test_unknown_sampler_is_a_usage_error():
 
 
 def test_cnn_channels_may_at_most_double_from_block_to_block():
-    from spaces.cnn import MAX_CHANNELS
+    from spaces.cnn import MAX_CHANNELS, MIN_CHANNELS
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     space = get_space("cnn")
@@ -173,7 +173,7 @@ def test_cnn_channels_may_at_most_double_from_block_to_block():
         except InvalidConfig:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        assert all(8 <= b.channels <= MAX_CHANNELS[i] for i, b in enumerate(blocks))
+        assert all(MIN_CHANNELS[i] <= b.channels <= MAX_CHANNELS[i] for i, b in enumerate(blocks))
         study.tell(trial, 0.0)
     assert MAX_CHANNELS == (32, 64, 128, 128)
 
@@ -230,3 +230,34 @@ def test_cnn_space_reaches_modern_blocks_and_its_cost_stays_bounded():
         seen["gap"] += model_cfg.head == "gap"
         study.tell(trial, 0.0)
     assert min(seen.values()) >= 20, seen  # every new feature is actually sampled
+
+
+def test_cnn_space_leaves_out_the_regions_where_random_draws_did_not_learn():
+    from spaces import cnn
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    seen = {"shallow non-bn": 0, "deep gap": 0, "plain sgd": 0, "weight decay": 0}
+    for _ in range(300):
+        trial = study.ask()
+        try:
+            cfg = cnn.space(trial)
+        except InvalidConfig:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        m, t = cfg.model, cfg.train
+        n = len(m.blocks)
+        assert all(b.channels >= cnn.MIN_CHANNELS[i] for i, b in enumerate(m.blocks))
+        assert all(u >= cnn.MIN_FC_UNITS for u in m.fc_hidden)
+        if n >= cnn.BN_FROM_BLOCKS:
+            assert m.regularizer == "bn" and "regularizer" not in trial.params
+        if n < cnn.GAP_FROM_BLOCKS:
+            assert m.head == "flatten" and "head" not in trial.params
+        if t.optimizer == "sgd":
+            assert t.lr >= 0.05
+        assert t.weight_decay <= 1e-3
+        seen["shallow non-bn"] += n < cnn.BN_FROM_BLOCKS and m.regularizer != "bn"
+        seen["deep gap"] += m.head == "gap"
+        seen["plain sgd"] += t.optimizer == "sgd"
+        seen["weight decay"] += t.weight_decay > 0
+        study.tell(trial, 0.0)
+    assert min(seen.values()) >= 20, seen  # the choices that remain are still drawn
