@@ -212,6 +212,31 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def multiply_adds(model: nn.Module) -> int:
+    """Multiply-adds of one 28x28 image through the model's convolutions and linear layers (the
+    cost of a forward pass, up to activations, pooling and normalisation)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * module.in_channels // module.groups * k
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     return asdict(cfg)
 

@@ -211,3 +211,12 @@ def test_a_convolution_that_empties_the_map_is_refused_even_if_padded_pooling_fo
     blocks = (*[ConvBlock(8)] * 4, ConvBlock(8, kernel=4, pool_pad=True))
     with pytest.raises(InvalidConfig, match="conv block 4 shrinks the feature map below 1x1"):
         build_cnn(CNNConfig(blocks=blocks, fc_hidden=()))
+
+
+def test_multiply_adds_counts_convolutions_and_linear_layers():
+    from search.models import multiply_adds
+
+    model = build_model(CNNConfig(blocks=(ConvBlock(4, kernel=3),), fc_hidden=()))
+    # conv: 4 x 28 x 28 outputs of 1 x 3 x 3 each; then 4 x 14 x 14 features -> 10 logits
+    assert multiply_adds(model) == 4 * 28 * 28 * 9 + 4 * 14 * 14 * 10
+    assert model.training  # counted in eval mode, handed back as it was

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from search.errors import InvalidConfig, UsageError
-from search.models import PRESETS, build_model
+from search.models import PRESETS, build_model, multiply_adds
 from search.registry import PRUNERS, SAMPLERS, get_space, list_spaces, make_pruner, make_sampler
 from search.training import SEED_RECIPE, RunConfig
 
@@ -178,32 +178,12 @@ def test_cnn_channels_may_at_most_double_from_block_to_block():
     assert MAX_CHANNELS == (32, 64, 128, 128)
 
 
-def _multiply_adds(model: torch.nn.Module) -> int:
-    """Multiply-adds of one image through the model's convolutions and linear layers."""
-    total = 0
-
-    def count(module, inputs, output):
-        nonlocal total
-        if isinstance(module, torch.nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            total += output[0].numel() * module.in_channels // module.groups * k
-        elif isinstance(module, torch.nn.Linear):
-            total += module.in_features * module.out_features
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 1, 28, 28))
-    for h in hooks:
-        h.remove()
-    return total
-
-
 def test_cnn_space_reaches_modern_blocks_and_its_cost_stays_bounded():
     from search.models import CNNConfig, ConvBlock
     from spaces.cnn import MAX_CHANNELS, MAX_DOUBLE
 
     # The bound: four single 5x5 blocks at the single-conv caps, the widest FC layer.
-    bound = _multiply_adds(
+    bound = multiply_adds(
         build_model(
             CNNConfig(blocks=tuple(ConvBlock(c, kernel=5) for c in MAX_CHANNELS), fc_hidden=(512,))
         )
@@ -215,7 +195,7 @@ def test_cnn_space_reaches_modern_blocks_and_its_cost_stays_bounded():
         trial = study.ask()
         try:
             model_cfg = space.space(trial).model
-            cost = _multiply_adds(build_model(model_cfg))
+            cost = multiply_adds(build_model(model_cfg))
         except InvalidConfig:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
