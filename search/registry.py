@@ -36,6 +36,11 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, n_startup_trials=10, constant_liar=True
     ),
+    # The same TPE with one density per parameter (Optuna's TPESampler default), to measure what
+    # multivariate + group is worth (benchmarks/search_quality.py, arm f).
+    "tpe-independent": lambda seed: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=10, constant_liar=True
+    ),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
     "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=5),
     "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),

@@ -25,6 +25,7 @@ from PIL import Image
 from search import checkpoint, dashboard, data
 from search.cli import app
 from search.models import build_model, get_preset
+from search.registry import SAMPLERS
 from search.storage import mask_password
 from search.training import Diverged, RunConfig, TrainConfig
 
@@ -117,7 +118,7 @@ def _values(root: Path) -> tuple[dict[str, st.SearchStrategy[str]], dict[str, st
         "--timeout": st.floats(0.001, 10).map(str),
         "--space": _one("mlp", "cnn"),
         "--study": _one("seeded", "mlp", "cnn"),
-        "--sampler": _one("tpe", "random", "cmaes", "gp", "qmc"),
+        "--sampler": _one(*SAMPLERS),
         "--pruner": _one("hyperband", "sha", "median", "none"),
         "--seed": st.integers(-(2**40), 2**40).map(str),  # any integer a user may type
         "--device": _one("auto", "cpu"),
