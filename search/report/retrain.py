@@ -88,6 +88,12 @@ def default_jobs(device: torch.device, runs: int) -> int:
     return max(1, min(2, available_cores(), runs))
 
 
+# Runs side by side (one thread each) train slower than the search's one run with every thread:
+# in the default study's report of 2026-11-30 (benchmarks/results/default_study/), 9 runs two at
+# a time took 1.27x their trials' search seconds x 2 epochs factor (1.18-1.41 by trial).
+SIDE_BY_SIDE_SLOWDOWN = 1.27
+
+
 def final_budget(
     factor: int,
     search_seconds: Sequence[float | None],
@@ -102,15 +108,14 @@ def final_budget(
     are estimated to take at most ``within_minutes``, else each trial's own budget. The estimate:
     each trial's training seconds in the search (``search_seconds``, its whole budget) x
     ``factor`` x ``seeds`` x ``images_ratio`` (training images now / in the search), shared by
-    ``jobs`` runs side by side, each at the search's speed. Measured against one study's report
-    (benchmarks/results/default_study/), the estimate was 50 minutes and the report took 53.
-    Without every trial's seconds there is no estimate, and the factor stands."""
+    ``jobs`` runs side by side, each ``SIDE_BY_SIDE_SLOWDOWN`` times slower than in the search
+    when ``jobs`` > 1. Without every trial's seconds there is no estimate, and the factor stands."""
     if factor <= 1:
         return factor, None
     if any(s is None or not math.isfinite(s) for s in search_seconds):
         return factor, None
     serial = sum(s for s in search_seconds if s is not None) * factor * seeds * images_ratio
-    minutes = serial / max(1, jobs) / 60
+    minutes = serial / max(1, jobs) / 60 * (SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0)
     if minutes <= within_minutes:
         return factor, (
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
