@@ -34,8 +34,7 @@ def space(trial: optuna.Trial) -> RunConfig:
     n_layers = trial.suggest_int("n_layers", 1, MAX_LAYERS)
     model = MLPConfig(
         hidden=tuple(
-            trial.suggest_int(f"layer{i}_units", MIN_UNITS, 1024, log=True)
-            for i in range(n_layers)
+            trial.suggest_int(f"layer{i}_units", MIN_UNITS, 1024, log=True) for i in range(n_layers)
         ),
         activation=trial.suggest_categorical("activation", tuple(ACTIVATIONS)),
         dropout=trial.suggest_float("dropout", *DROPOUT),
