@@ -3,7 +3,7 @@
 # tests included).
 #   TEST_WORKERS=2 bash scripts/test.sh [pytest options, e.g. -m "not slow"]
 # Tests run in TEST_WORKERS processes side by side (pytest-xdist; default 2, 0 for one
-# process): most of the slow tests wait on worker processes, heartbeats and grace periods.
+# process): many tests wait on worker processes, heartbeats and grace periods.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The storage tests start their own PostgreSQL server on 127.0.0.1; the dashboard test drives
