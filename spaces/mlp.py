@@ -15,8 +15,8 @@ KIND = "mlp"
 MAX_LAYERS = 5
 # The rules below come from the error distribution of random draws of the space
 # (benchmarks/space_edf.py --space mlp, 24 draws trained 2 epochs each:
-# benchmarks/results/space_edf_mlp.csv). Every rule keeps the seed's MLPs and the warm starts
-# (no dropout, 32-512 units) as points of the space.
+# benchmarks/results/space_edf_mlp_before.csv). Every rule keeps the seed's MLPs and the warm
+# starts (no dropout, 32-512 units) as points of the space.
 # - Dropout up to 0.3: the 12 draws above 0.335 averaged 0.61 against 0.85 for the 12 below, and
 #   all four below 0.6 (two at chance) had 0.36-0.48 on 4-5 layers; the MLPs that win mlp studies
 #   use about 0.1 (benchmarks/results/mlp_final_epochs/).
