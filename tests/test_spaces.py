@@ -41,7 +41,10 @@ def test_sampled_configs_build_models_that_run_forward(name):
 
 
 # A value outside a parameter's range is only a warning for Optuna's FixedTrial: here it fails.
-@pytest.mark.filterwarnings("error:The value .* is out of the range:UserWarning")
+IN_RANGE = pytest.mark.filterwarnings("error:The value .* is out of the range:UserWarning")
+
+
+@IN_RANGE
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_seed_preset_is_a_point_of_its_space(name):
     cfg = RunConfig(PRESETS[name], SEED_RECIPE)
@@ -50,7 +53,7 @@ def test_every_seed_preset_is_a_point_of_its_space(name):
     assert space.space(optuna.trial.FixedTrial(params)) == cfg
 
 
-@pytest.mark.filterwarnings("error:The value .* is out of the range:UserWarning")
+@IN_RANGE
 @pytest.mark.parametrize("name", SPACES)
 def test_warm_start_points_round_trip(name):
     space = get_space(name)
