@@ -58,6 +58,17 @@ class ConvBlock:
     def pool_padding(self) -> int:
         return self.pool_kernel // 2 if self.pool_pad else 0
 
+    def conv_side(self, side: int) -> int:
+        """The side of a ``side`` x ``side`` map after this block's convolutions (< 1: none)."""
+        return side + self.convs * (2 * self.padding - self.kernel + 1)
+
+    def out_side(self, side: int) -> int:
+        """The side after the whole block (convolutions, then pool); 0 if nothing is left."""
+        side = self.conv_side(side)
+        if side < 1 or side + 2 * self.pool_padding < self.pool_kernel:
+            return 0
+        return (side + 2 * self.pool_padding - self.pool_kernel) // 2 + 1
+
 
 @dataclass(frozen=True)
 class CNNConfig:
@@ -82,10 +93,7 @@ class CNNConfig:
                     f"conv block {i}: a residual shortcut needs an odd kernel (3 or 5), "
                     f"not {b.kernel}, to keep the map's size"
                 )
-            side = side + b.convs * (2 * b.padding - b.kernel + 1)
-            if side < 1 or side + 2 * b.pool_padding < b.pool_kernel:
-                raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")
-            side = (side + 2 * b.pool_padding - b.pool_kernel) // 2 + 1
+            side = b.out_side(side)
             if side < 1:
                 raise InvalidConfig(f"conv block {i} shrinks the feature map below 1x1")
             shapes.append((b.channels, side))

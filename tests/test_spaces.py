@@ -4,7 +4,7 @@ import optuna
 import pytest
 import torch
 
-from search.errors import InvalidConfig, UsageError
+from search.errors import UsageError
 from search.models import PRESETS, build_model, multiply_adds
 from search.registry import PRUNERS, SAMPLERS, get_space, list_spaces, make_pruner, make_sampler
 from search.training import SEED_RECIPE, RunConfig
@@ -20,24 +20,18 @@ def test_the_two_spaces_are_found():
 def test_sampled_configs_build_models_that_run_forward(name):
     space = get_space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    built = invalid = 0
+    built = 0
     for _ in range(60):
         trial = study.ask()
-        try:
-            cfg = space.space(trial)
-            model = build_model(cfg.model).eval()
-        except InvalidConfig:
-            invalid += 1
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        cfg = space.space(trial)  # every draw is a valid model: no InvalidConfig
+        model = build_model(cfg.model).eval()
         assert cfg.model.kind == space.KIND
         cfg.train.validate()
         with torch.no_grad():
             assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
         built += 1
         study.tell(trial, 0.0)
-    # Collapsing geometries exist in the cnn space but must stay rare.
-    assert invalid <= 6 and built >= 54
+    assert built == 60
 
 
 # A value outside a parameter's range is only a warning for Optuna's FixedTrial: here it fails.
@@ -95,7 +89,7 @@ def test_every_sampler_samples_the_cnn_space(name):
         cfg = space.space(trial)
         return float(cfg.train.lr)
 
-    study.optimize(objective, n_trials=12, catch=(InvalidConfig,))
+    study.optimize(objective, n_trials=12)
     assert len([t for t in study.trials if t.state.is_finished()]) == 12
 
 
@@ -174,11 +168,7 @@ def test_cnn_channels_may_at_most_double_from_block_to_block():
     space = get_space("cnn")
     for _ in range(200):
         trial = study.ask()
-        try:
-            blocks = space.space(trial).model.blocks
-        except InvalidConfig:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        blocks = space.space(trial).model.blocks
         assert all(MIN_CHANNELS[i] <= b.channels <= MAX_CHANNELS[i] for i, b in enumerate(blocks))
         study.tell(trial, 0.0)
     assert MAX_CHANNELS == (32, 64, 128, 128)
@@ -199,12 +189,8 @@ def test_cnn_space_reaches_modern_blocks_and_its_cost_stays_bounded():
     seen = {"double": 0, "residual": 0, "gap": 0}
     for _ in range(300):
         trial = study.ask()
-        try:
-            model_cfg = space.space(trial).model
-            cost = multiply_adds(build_model(model_cfg))
-        except InvalidConfig:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        model_cfg = space.space(trial).model
+        cost = multiply_adds(build_model(model_cfg))
         assert cost <= bound, (trial.params, cost, bound)
         for i, b in enumerate(model_cfg.blocks):
             if b.convs == 2:
@@ -225,11 +211,7 @@ def test_cnn_space_leaves_out_the_regions_where_random_draws_did_not_learn():
     seen = {"shallow non-bn": 0, "deep gap": 0, "plain sgd": 0, "weight decay": 0}
     for _ in range(300):
         trial = study.ask()
-        try:
-            cfg = cnn.space(trial)
-        except InvalidConfig:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        cfg = cnn.space(trial)
         m, t = cfg.model, cfg.train
         n = len(m.blocks)
         assert all(b.channels >= cnn.MIN_CHANNELS[i] for i, b in enumerate(m.blocks))
@@ -247,3 +229,30 @@ def test_cnn_space_leaves_out_the_regions_where_random_draws_did_not_learn():
         seen["weight decay"] += t.weight_decay > 0
         study.tell(trial, 0.0)
     assert min(seen.values()) >= 20, seen  # the choices that remain are still drawn
+
+
+def test_every_cnn_draw_is_a_valid_geometry_and_the_forced_choices_are_not_drawn():
+    from search.models import IMAGE_SIZE
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    space = get_space("cnn")
+    forced = {"pad": 0, "kernel": 0}
+    for _ in range(1500):
+        trial = study.ask()
+        model_cfg = space.space(trial).model
+        model_cfg.feature_shapes()  # raises InvalidConfig on a collapsed map
+        blocks = model_cfg.blocks
+        side = IMAGE_SIZE
+        for i, b in enumerate(blocks):
+            if side == 1:  # only the centre tap of a kernel sees a 1x1 map
+                assert b.kernel == 3 and f"conv{i}_kernel" not in trial.params
+                forced["kernel"] += 1
+            if b.conv_side(side) < b.pool_kernel:  # an unpadded pool would not fit
+                assert b.pool_pad and f"pool{i}_pad" not in trial.params
+                forced["pad"] += 1
+            else:
+                assert f"pool{i}_pad" in trial.params
+            side = b.out_side(side)
+            assert side >= 1
+        study.tell(trial, 0.0)
+    assert forced["pad"] >= 50 and forced["kernel"] >= 5, forced  # the rules are exercised
