@@ -7,8 +7,9 @@ builds it; both shared on purpose) but none of the project's engine or trainer:
 - the study: ``optuna.create_study(sampler=TPESampler(seed=S), pruner=MedianPruner())``
   (minimise; univariate TPE with 10 random start-up trials, the median pruner with 5 start-up
   trials and no warm-up steps: their default settings), run with
-  ``study.optimize(objective, timeout=BUDGET, catch=(InvalidConfig,))``: a sampled geometry
-  that shrinks the feature map below 1x1 fails that trial, as it does in the project's study;
+  ``study.optimize(objective, timeout=BUDGET, catch=(InvalidConfig,))``: a geometry that
+  shrinks the feature map below 1x1 would fail that trial, as it does in the project's study
+  (the cnn space has drawn none since its geometry rule; runs before it did draw them);
 - the data: the project's stratified split (train part, or its ``--train-limit`` subset; the
   whole 10k val part), as ``TensorDataset``s of float images in [0, 1], read by a
   ``torch.utils.data.DataLoader`` (batch size from the config, ``shuffle=True``,
