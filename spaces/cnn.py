@@ -66,15 +66,20 @@ REPORT_EPOCHS_FACTOR = 2
 KERNELS = (3, 4, 5)
 
 
-def _geometry(side: int, kernel: int, pool_kernel: int) -> tuple[bool, bool]:
-    """(is the kernel drawn, is the pool's padding drawn) for a block on a side x side map.
+def _kernel_drawn(side: int) -> bool:
+    """Is conv{i}_kernel drawn for a block on a side x side map (else 3)?"""
+    return side > 1
+
+
+def _pad_drawn(side: int, kernel: int, pool_kernel: int) -> bool:
+    """Is pool{i}_pad drawn (else padded): does an unpadded pool fit the map after the conv?
     Only 4x4 kernels shrink the map (by one), and they have one convolution."""
-    return side > 1, ConvBlock(1, kernel).conv_side(side) >= pool_kernel
+    return ConvBlock(1, kernel).conv_side(side) >= pool_kernel
 
 
 def _block(trial: optuna.Trial, i: int, side: int) -> ConvBlock:
     channels = trial.suggest_int(f"conv{i}_channels", MIN_CHANNELS[i], MAX_CHANNELS[i], log=True)
-    kernel = trial.suggest_categorical(f"conv{i}_kernel", KERNELS) if side > 1 else 3
+    kernel = trial.suggest_categorical(f"conv{i}_kernel", KERNELS) if _kernel_drawn(side) else 3
     convs = 1
     if kernel == 3 and channels <= MAX_DOUBLE[i]:
         convs = trial.suggest_categorical(f"conv{i}_convs", (1, 2))
@@ -82,7 +87,7 @@ def _block(trial: optuna.Trial, i: int, side: int) -> ConvBlock:
     residual = kernel % 2 == 1 and trial.suggest_categorical(f"conv{i}_residual", (False, True))
     pool_kernel = trial.suggest_categorical(f"pool{i}_kernel", (2, 3, 4))
     pool_pad = True
-    if _geometry(side, kernel, pool_kernel)[1]:
+    if _pad_drawn(side, kernel, pool_kernel):
         pool_pad = trial.suggest_categorical(f"pool{i}_pad", (False, True))
     return ConvBlock(
         channels=channels,
@@ -96,11 +101,11 @@ def _block(trial: optuna.Trial, i: int, side: int) -> ConvBlock:
 
 def space(trial: optuna.Trial) -> RunConfig:
     n_blocks = trial.suggest_int("n_blocks", 1, len(MAX_CHANNELS))
-    blocks, side = [], IMAGE_SIZE
+    blocks: list[ConvBlock] = []
+    side = IMAGE_SIZE
     for i in range(n_blocks):
         blocks.append(_block(trial, i, side))
         side = blocks[-1].out_side(side)
-    blocks = tuple(blocks)
     regularizer = "bn"
     if n_blocks < BN_FROM_BLOCKS:
         regularizer = trial.suggest_categorical("regularizer", REGULARIZERS)
@@ -109,7 +114,7 @@ def space(trial: optuna.Trial) -> RunConfig:
         conv_dropout = trial.suggest_float("conv_dropout", 0.05, 0.5)
     n_fc = trial.suggest_int("n_fc", 0, MAX_FC)
     model = CNNConfig(
-        blocks=blocks,
+        blocks=tuple(blocks),
         pool=trial.suggest_categorical("pool", ("avg", "max")),
         regularizer=regularizer,
         conv_dropout=conv_dropout,
@@ -145,10 +150,9 @@ def to_params(config: RunConfig) -> dict[str, Any]:
     side = IMAGE_SIZE
     for i, b in enumerate(m.blocks):
         params |= {f"conv{i}_channels": b.channels, f"pool{i}_kernel": b.pool_kernel}
-        kernel_drawn, pad_drawn = _geometry(side, b.kernel, b.pool_kernel)
-        if kernel_drawn:
+        if _kernel_drawn(side):
             params[f"conv{i}_kernel"] = b.kernel
-        if pad_drawn:
+        if _pad_drawn(side, b.kernel, b.pool_kernel):
             params[f"pool{i}_pad"] = b.pool_pad
         side = b.out_side(side)
         if b.kernel == 3 and b.channels <= MAX_DOUBLE[i]:
