@@ -60,9 +60,10 @@ REPORT_EPOCHS_FACTOR = 2
 # GEOMETRY: 4x4 kernels and unpadded 4x4 pools shrink the map fastest; before this rule 151
 # of 3,000 random draws (benchmarks/results/space_costs_cnn.txt) shrank it below 1x1 and
 # failed, and a failed trial teaches TPE nothing, so it kept drawing them (11 of 101 trials in
-# an hour's default study). Now where an unpadded pool window is larger than the map, the pool is padded
-# (``pool{i}_pad`` is not drawn), and a block on a 1x1 map has a 3x3 convolution (only its
-# centre tap sees the map; ``conv{i}_kernel`` is not drawn). Draws that were valid are unchanged.
+# an hour's default study). Now where an unpadded pool window is larger than the map, the pool
+# is padded (``pool{i}_pad`` is not drawn), and a block on a 1x1 map has a 3x3 convolution
+# (only its centre tap sees the map; ``conv{i}_kernel`` is not drawn). Draws that were valid
+# are unchanged.
 KERNELS = (3, 4, 5)
 
 
