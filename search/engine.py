@@ -623,6 +623,7 @@ class Loop:
     def run(self) -> None:
         while self._room():
             self.trainer.interrupts.checkpoint()
+            self._continue_survey_best()
             trial = self._ask()
             if trial is None:
                 continue
@@ -651,6 +652,22 @@ class Loop:
             self._fail_stale()
             with self.trainer.interrupts.training():  # Ctrl-C may end the wait at once
                 time.sleep(WAIT_SECONDS)
+
+    def _continue_survey_best(self) -> None:
+        """Once the survey is over, enqueue its best configuration to train as a new trial
+        (``registry.survey_best``): the later rungs then meet it first, not the next sampled
+        trial, whatever that is."""
+        if self.opts.pruner != "sha":  # only successive halving surveys
+            return
+        n = registry.survey_size(self.opts.trials)
+        best = registry.survey_best(self.study, n)
+        if best is None:
+            return
+        self.study.enqueue_trial(best.params, user_attrs={registry.SURVEY_BEST: best.number})
+        self.progress.note(
+            f"survey over: trial {best.number} had the best first-rung loss of the {n} surveyed "
+            "trials; its configuration trains again as the next trial"
+        )
 
     def _fail_stale(self) -> None:
         if heartbeats_enabled(self.study._storage):

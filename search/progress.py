@@ -105,6 +105,8 @@ class Progress:
                 line += f" ({reason})"
             if a.get("warm_start"):
                 line += f" [warm start {a['warm_start']}]"
+            if a.get("survey_best") is not None:
+                line += f" [the survey's best, trial {a['survey_best']}, again]"
             self.console.print(line, highlight=False, markup=False)
             if self.live is None:
                 self.console.print(

@@ -156,6 +156,7 @@ TRIAL_COLUMNS = (
     "epochs_run",
     "seconds",
     "warm_start",
+    "survey_best",
     "pruned_reason",
     "fail_reason",
     "retry_of",
@@ -185,6 +186,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "epochs_run": attrs.get("epochs_run"),
         "seconds": attrs.get("seconds"),
         "warm_start": attrs.get("warm_start"),
+        "survey_best": attrs.get("survey_best"),  # the surveyed trial this one trains again
         "pruned_reason": attrs.get("pruned_reason"),
         "fail_reason": attrs.get("fail_reason"),
         "retry_of": t.system_attrs.get("failed_trial"),

@@ -71,6 +71,22 @@ def test_study_holds_the_trials_with_everything_a_report_needs(cnn_study):
         assert all(h["val_loss"] == h["val_ce"] >= h["val_calibrated"] - 1e-9 for h in history)
 
 
+def test_the_surveys_best_configuration_trains_again_right_after_the_survey(tiny_study):
+    """15 trials survey 3; the 4th trial is the surveyed one with the best first-rung loss,
+    enqueued (never surveyed itself) and judged by successive halving as any other."""
+    study = tiny_study("mlp", trials=15, epochs=1, warm_start=False).load()
+    trials = study.get_trials(deepcopy=False)
+    surveyed = trials[:3]  # the first 3 sampled: stopped at the first rung (surveyed or ranked)
+    assert all(t.state == TrialState.PRUNED and t.last_step == 400 for t in surveyed)
+    again = [t for t in trials if registry.SURVEY_BEST in t.user_attrs]
+    assert [t.number for t in again] == [3]
+    best = min(surveyed, key=registry.first_rung_value)
+    assert again[0].user_attrs[registry.SURVEY_BEST] == best.number
+    assert again[0].params == best.params and "fixed_params" in again[0].system_attrs
+    assert again[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert studies.trial_record(again[0])["survey_best"] == best.number
+
+
 def test_a_calibrated_study_ranks_on_the_calibrated_loss_and_keeps_it(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     quick = dict(space="mlp", epochs=1, warm_start=False)

@@ -139,6 +139,25 @@ def test_successive_halving_surveys_the_first_sampled_trials_at_the_first_rung()
     assert SURVEY_KEY not in study._storage.get_trial_system_attrs(worse._trial_id)
 
 
+def test_the_surveys_best_is_named_once_the_survey_is_over_and_only_once():
+    from search.registry import SURVEY_BEST, survey_best
+
+    study = optuna.create_study(pruner=make_pruner("sha", 15, survey=3))
+    numbers = []
+    for value in (0.7, 0.3, 0.5):
+        assert survey_best(study, 3) is None  # the survey is still running
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.report(value, 1)
+        assert trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        numbers.append(trial.number)
+    best = survey_best(study, 3)
+    assert best is not None and best.number == numbers[1]  # the lowest first-rung loss
+    assert survey_best(study, 2) is None  # a survey under three has no best to train again
+    study.enqueue_trial(best.params, user_attrs={SURVEY_BEST: best.number})
+    assert survey_best(study, 3) is None  # enqueued once
+
+
 def test_the_survey_is_at_most_ten_trials_and_a_fifth_of_the_study():
     from search.registry import survey_size
 

@@ -173,7 +173,10 @@ def trials(
         return
     table = Table("trial", "state", "val loss", "val acc", "params", "epochs", "seconds", "note")
     for r in records:
+        again = r["survey_best"]
         note = r["warm_start"] or r["pruned_reason"] or r["fail_reason"] or ""
+        if again is not None:
+            note = f"the survey's best, trial {again}, again" + (f"; {note}" if note else "")
         table.add_row(
             str(r["number"]),
             r["state"].lower(),
