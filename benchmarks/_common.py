@@ -1,11 +1,14 @@
-"""What the benchmark scripts share: the torchvision layout of the data, and their CSV output."""
+"""What the benchmark scripts share: the torchvision layout of the data, earlier revisions of the
+code to compare with, and their CSV output."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import shutil
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +31,29 @@ def torchvision_root(tmp: Path) -> Path:
             with open(raw / stem, "wb") as out:
                 shutil.copyfileobj(f, out)
     return tmp
+
+
+def export(rev: str, into: Path) -> Path:
+    """``git archive REV`` unpacked into ``into``; returns the tree's root. A process started
+    with ``PYTHONPATH`` set to it (:func:`on_tree`) runs that revision's search/ and spaces/."""
+    tar = into / "tree.tar"
+    with open(tar, "wb") as fh:
+        subprocess.run(["git", "archive", rev], cwd=ROOT, stdout=fh, check=True)
+    root = into / "tree"
+    with tarfile.open(tar) as tf:
+        tf.extractall(root, filter="data")
+    return root
+
+
+def short_rev(rev: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def on_tree(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` for a process that imports ``tree``'s search/ and spaces/, not the installed."""
+    return {**env, "PYTHONPATH": str(tree)}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

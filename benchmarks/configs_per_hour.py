@@ -32,28 +32,16 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-from _common import RESULTS, ROOT, write_csv
+from _common import RESULTS, ROOT, export, on_tree, short_rev, write_csv
 from search_quality import FINISHED, engine_timeline, machine, read_trials, stop
 
 RUNS = "configs_per_hour_runs"
 FRACTIONS = (1 / 6, 1 / 3, 1 / 2, 1.0)
-
-
-def export(rev: str, into: Path) -> Path:
-    """``git archive REV`` unpacked into ``into``; returns the tree's root."""
-    tar = into / "tree.tar"
-    with open(tar, "wb") as fh:
-        subprocess.run(["git", "archive", rev], cwd=ROOT, stdout=fh, check=True)
-    root = into / "tree"
-    with tarfile.open(tar) as tf:
-        tf.extractall(root, filter="data")
-    return root
 
 
 def command(args: argparse.Namespace, storage: str) -> list[str]:
@@ -70,10 +58,9 @@ def command(args: argparse.Namespace, storage: str) -> list[str]:
 def env_for(tree: Path, threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONPATH"] = str(tree)  # the tree's own search/ and spaces/, not the installed ones
     for key in ("FMNIST_SEARCH_ARTIFACTS", "FMNIST_SEARCH_STORAGE"):
         env.pop(key, None)
-    return env
+    return on_tree(env, tree)
 
 
 def counts(trials: list[dict], points: list[dict], seconds: float) -> dict:
@@ -108,13 +95,7 @@ def main() -> None:
     args = parse_args()
     runs = args.out / RUNS
     runs.mkdir(parents=True, exist_ok=True)
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True,
-        text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    rev, head = short_rev(args.baseline), short_rev("HEAD")
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
         capture_output=True, text=True,

@@ -1,7 +1,7 @@
 """Search quality: best validation accuracy against wall time, five ways, equal budgets, seeds.
 
     .venv/bin/python benchmarks/search_quality.py [--budget 600] [--seeds 0,1,2]
-        [--arms a,b,c,d,e,f] [--single-seed-arms b,d] [--train-limit N]
+        [--arms a,b,c,d,e,f,g] [--baseline REV] [--single-seed-arms b,d] [--train-limit N]
         [--out benchmarks/results] [--keep-arms d,e] [--summarize-only]
 
 Every run is one fresh study in its own process, stored in its own temporary SQLite file, on
@@ -33,6 +33,9 @@ stopped at the same wall-clock budget: SIGTERM at ``--budget`` seconds after its
 - **f** (not in the default set; ``--arms f``) the same as a with ``--sampler tpe-independent``:
   TPE with one density per parameter (Optuna's TPESampler default) instead of multivariate +
   group, to measure that setting.
+- **g** (not in the default set; ``--arms g [--baseline REV]``) the same as a on the code of an
+  earlier git revision (``git archive REV``, imported through ``PYTHONPATH``; default d0d64a8,
+  before the survey's best trained on), to measure a change of the engine side by side.
 
 With the same seed, arms a, c, e and f sample the same first 10 configurations (TPE's start-up
 trials come from a RandomSampler with the study's seed, over the same space): they differ first
@@ -85,7 +88,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from _common import RESULTS, ROOT, write_csv  # puts the repository on sys.path
+from _common import RESULTS, ROOT, export, on_tree, short_rev, write_csv  # repo on sys.path
 
 FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # of the budget: the times the tables report
 STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL
@@ -110,14 +113,17 @@ ARMS = {
         Arm("d", "Optuna PyTorch example", "optuna-examples pytorch_simple.py as published"),
         Arm("e", "Optuna by hand (cnn space)", "TPE + median pruner, DataLoader training"),
         Arm("f", "fmnist-search, independent TPE", "as a with TPE's per-parameter densities"),
+        Arm("g", "fmnist-search, earlier revision", "as a on the code of --baseline REV"),
     )
 }
-DEFAULT_ARMS = "a,b,c,d,e"  # f (a sampler setting) on request: --arms f --keep-arms ...
+DEFAULT_ARMS = "a,b,c,d,e"  # f (a sampler setting) and g (a revision) on request: --arms f ...
+BASELINE = "d0d64a8"  # arm g's default revision: the code before the survey's best trained on
 ENGINE_ARMS = {
     "a": ["--no-warm-start"],
     "b": [],
     "c": ["--sampler", "random", "--no-warm-start"],
     "f": ["--sampler", "tpe-independent", "--no-warm-start"],
+    "g": ["--no-warm-start"],
 }
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -166,7 +172,12 @@ def arm_settings(arm: str, args: argparse.Namespace) -> dict:
     else:
         cmd = ["python", str(Path(cmd[1]).relative_to(ROOT)), *cmd[2:]]
     line = " ".join(cmd).replace("--seed 0", "--seed S").replace("--t0 0.0", "--t0 LAUNCH")
-    return {**asdict(ARMS[arm]), "command": line, "seeds": seeds_of(arm, args)}
+    settings = {**asdict(ARMS[arm]), "command": line, "seeds": seeds_of(arm, args)}
+    if arm == "g":
+        settings["revision"] = args.baseline
+        settings["what"] = f"as a on the code of {args.baseline}"
+        settings["command"] = f"PYTHONPATH=<git archive {args.baseline}> {line}"
+    return settings
 
 
 def seeds_of(arm: str, args: argparse.Namespace) -> list[int]:
@@ -205,8 +216,11 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, runs: Path) -> dict:
         began, t0 = datetime.now(), time.time()
         cmd = arm_command(arm, seed, storage, timeline, t0, args)
         with open(runs / f"{name}.log", "w") as log:
+            env = thread_env(args.threads)
+            if arm == "g":
+                env = on_tree(env, args.baseline_tree)
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=thread_env(args.threads), stdout=log,
+                cmd, cwd=ROOT, env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
             try:
@@ -532,6 +546,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--train-limit", type=int, default=None, help="stratified training subset")
     ap.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     ap.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"arm g's git revision (default {BASELINE}: before the survey's best trained on)",
+    )
+    ap.add_argument(
         "--keep-arms",
         default="",
         help="arms not re-run: their runs are kept from --out's search_quality.json",
@@ -557,6 +576,8 @@ def parse_args() -> argparse.Namespace:
         ap.error("give at least one seed and one arm")
     if args.budget <= 0:
         ap.error("--budget must be positive")
+    if "g" in args.arms:
+        args.baseline = short_rev(args.baseline)
     args.threads = os.cpu_count() or 1
     args.out = args.out.resolve()  # the runs' processes start in the repository root
     return args
@@ -620,6 +641,9 @@ def main() -> None:
     runs_dir = out / RUNS
     runs_dir.mkdir(parents=True, exist_ok=True)
     kept, kept_runs = kept_arms(args, meta_path)
+    if "g" in args.arms:  # removed with the process
+        baseline = tempfile.TemporaryDirectory(prefix="sq-baseline-")
+        args.baseline_tree = export(args.baseline, Path(baseline.name))
     arms = {arm: arm_settings(arm, args) for arm in args.arms}
     plan = [(arm, seed) for seed in args.seeds for arm in args.arms if seed in seeds_of(arm, args)]
     meta = {
