@@ -91,6 +91,13 @@ def test_a_warm_start_trial_is_tagged(study):
     assert line.endswith(" [warm start Conv_2L_8_12_2L_128_32_AVG_BN]")
 
 
+def test_the_surveys_best_trained_again_is_tagged(study):
+    progress = started(study)
+    t = add(study, PRUNED, 0.8, val_accuracy=0.7, survey_best=0, pruned_reason="pruned by sha")
+    (line, _) = done(progress, study, t)
+    assert line.endswith("(pruned by sha) [the survey's best, trial 0, again]")
+
+
 def test_the_status_line_counts_every_trial_of_the_study(study):
     progress = started(study)
     add(study, COMPLETE, 0.5, val_accuracy=0.80)
