@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import queue
 import signal
 import threading
 import time
@@ -35,6 +36,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 POLL = 0.2  # seconds between checks that every worker is still alive
 TERMINATE_GRACE = 5  # seconds a terminated worker has to exit before it is killed
+PRINT_POLL = 0.2  # seconds the line printer waits for a line before it checks for the end
 
 
 def available_cores() -> int:
@@ -145,9 +147,16 @@ def _interrupt(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
 
-def _print_lines(lines: Any, say: Callable[[str], None]) -> None:
-    for line in iter(lines.get, None):
-        say(line)
+def _print_lines(lines: Any, say: Callable[[str], None], done: threading.Event) -> None:
+    """Print the workers' lines until ``done`` is set, then what is left. Ended by the event,
+    not by a sentinel put on the queue: a worker terminated while it wrote a line leaves the
+    queue's write lock held, and a sentinel would wait on that lock for ever."""
+    while True:
+        try:
+            say(lines.get(timeout=PRINT_POLL))
+        except queue.Empty:
+            if done.is_set():
+                return
 
 
 def map_in_processes(
@@ -185,7 +194,8 @@ def map_in_processes(
         for _, writer in pipes
     ]
     results = _Results([reader for reader, _ in pipes])
-    printer = threading.Thread(target=_print_lines, args=(lines, say), daemon=True)
+    done = threading.Event()
+    printer = threading.Thread(target=_print_lines, args=(lines, say, done), daemon=True)
     printer.start()
     outcomes: dict[int, Outcome[R]] = {}
     setup_failure: Outcome[R] | None = None
@@ -212,9 +222,13 @@ def map_in_processes(
                     # pipe's buffer) waits for a reader that has stopped reading. Unwanted now.
                     p.kill()
                     p.join(timeout=5)
-        lines.put(None)
+        done.set()
         printer.join(timeout=5)
         results.close()
+        # Nothing more goes into the queues, and a terminated worker may hold their write lock:
+        # exiting must not wait for the queues' feeder threads (the tasks not taken are moot).
+        tasks.cancel_join_thread()
+        lines.cancel_join_thread()
     lost = Failure("WorkerDied", "a worker process ended without a result (killed?)")
     default = setup_failure or Outcome(failure=lost)
     return [outcomes.get(i, default) for i in range(len(items))]
