@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing as mp
 import os
 import signal
+import threading
+import time
 
 import pytest
 
 from search.errors import UserError
-from search.parallel import available_cores, map_in_processes, threads_per_worker
+from search.parallel import _print_lines, available_cores, map_in_processes, threads_per_worker
 
 
 def _setup(tag: str, send) -> dict:
@@ -96,3 +99,27 @@ def test_available_cores_are_the_processs_cpus_unless_omp_num_threads_says(monke
     assert available_cores() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
     assert available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_the_line_printer_ends_even_when_a_terminated_worker_holds_the_queue_lock():
+    """A worker terminated while it writes a line leaves the line queue's write lock held (here:
+    held by the test); the printer still prints what arrived and ends when told, and nothing
+    waits on that lock (a sentinel put on the queue did, and report --jobs hung at exit)."""
+    lines = mp.get_context("spawn").Queue()
+    lines.put("a line")
+    deadline = time.monotonic() + 10
+    while lines.empty():  # the queue's feeder thread has written it to the pipe
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    lines._wlock.acquire()  # what the terminated worker left behind
+    try:
+        said: list[str] = []
+        done = threading.Event()
+        done.set()
+        printer = threading.Thread(target=_print_lines, args=(lines, said.append, done))
+        printer.start()
+        printer.join(timeout=5)
+        assert not printer.is_alive() and said == ["a line"]
+    finally:
+        lines._wlock.release()
+        lines.cancel_join_thread()
