@@ -619,6 +619,7 @@ class Loop:
     started: float
     failures: int = 0
     said_waiting: bool = False
+    survey_settled: bool = False  # this worker enqueued the survey's best, or there is none
 
     def run(self) -> None:
         while self._room():
@@ -657,13 +658,17 @@ class Loop:
         """Once the survey is over, enqueue its best configuration to train as a new trial
         (``registry.survey_best``): the later rungs then meet it first, not the next sampled
         trial, whatever that is."""
-        if self.opts.pruner != "sha":  # only successive halving surveys
-            return
         n = registry.survey_size(self.opts.trials)
-        best = registry.survey_best(self.study, n)
-        if best is None:
+        if self.survey_settled:
+            return
+        if self.opts.pruner != "sha" or n < registry.SURVEY_BEST_MIN:  # only sha surveys
+            self.survey_settled = True
+            return
+        best = registry.survey_best(self.study, n)  # reads every trial: not once per trial
+        if best is None:  # the survey runs (or another worker enqueued its best)
             return
         self.study.enqueue_trial(best.params, user_attrs={registry.SURVEY_BEST: best.number})
+        self.survey_settled = True
         self.progress.note(
             f"survey over: trial {best.number} had the best first-rung loss of the {n} surveyed "
             "trials; its configuration trains again as the next trial"
