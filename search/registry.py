@@ -127,13 +127,7 @@ class MedianPruner(_StopAtChance, optuna.pruners.MedianPruner):
 # Enqueued trials (warm starts, --warm-from, retries) are never surveyed: they run as anyone else.
 # Optuna's own ``bootstrap_count`` is not the same: it also stops enqueued trials, at every rung.
 
-# Thirty, not ten (the size before): a surveyed trial costs 2-5 s on 2 cores against 150-350 s
-# for a full training, and which configurations train fully decides a short study. Among the
-# trials that trained fully in earlier benchmark runs, the first-rung accuracy predicted the final
-# one (Spearman 0.78 over 149 trials; the 0.93+ ones all had 0.82+ at 10k images), so a wider
-# field gives the survey's best a better start. TPE's start-up draws stay 10: surveyed trials
-# 11-30 are TPE's, learnt from the first-rung results before them.
-SURVEY = 30  # at most this many trials are surveyed, and at most a fifth of --trials
+SURVEY = 10  # at most this many trials are surveyed, and at most a fifth of --trials
 SURVEY_KEY = "fmnist_search:survey"  # trial system attribute: this trial was surveyed
 RUNG_0 = "completed_rung_0"  # Optuna's successive halving stores a trial's first rung here
 

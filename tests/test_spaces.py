@@ -158,11 +158,11 @@ def test_the_surveys_best_is_named_once_the_survey_is_over_and_only_once():
     assert survey_best(study, 3) is None  # enqueued once
 
 
-def test_the_survey_is_at_most_thirty_trials_and_a_fifth_of_the_study():
+def test_the_survey_is_at_most_ten_trials_and_a_fifth_of_the_study():
     from search.registry import survey_size
 
-    assert [survey_size(n) for n in (1, 4, 5, 12, 50, 150, 500)] == [0, 0, 1, 2, 10, 30, 30]
-    assert survey_size(None) == 30
+    assert [survey_size(n) for n in (1, 4, 5, 12, 50, 500)] == [0, 0, 1, 2, 10, 10]
+    assert survey_size(None) == 10
     # Without a survey, successive halving is Optuna's: the first trial goes on.
     study = optuna.create_study(pruner=make_pruner("sha", 15))
     trial = study.ask()
