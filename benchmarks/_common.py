@@ -51,6 +51,15 @@ def short_rev(rev: str) -> str:
     ).stdout.strip()
 
 
+def tree_rev() -> str:
+    """The working tree's revision: HEAD's short hash, "+changes" if tracked files differ."""
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return short_rev("HEAD") + ("+changes" if changed else "")
+
+
 def on_tree(env: dict[str, str], tree: Path) -> dict[str, str]:
     """``env`` for a process that imports ``tree``'s search/ and spaces/, not the installed."""
     return {**env, "PYTHONPATH": str(tree)}

@@ -88,7 +88,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from _common import RESULTS, ROOT, export, on_tree, short_rev, write_csv  # repo on sys.path
+# _common puts the repository on sys.path
+from _common import RESULTS, ROOT, export, on_tree, short_rev, tree_rev, write_csv
 
 FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # of the budget: the times the tables report
 STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL
@@ -173,6 +174,8 @@ def arm_settings(arm: str, args: argparse.Namespace) -> dict:
         cmd = ["python", str(Path(cmd[1]).relative_to(ROOT)), *cmd[2:]]
     line = " ".join(cmd).replace("--seed 0", "--seed S").replace("--t0 0.0", "--t0 LAUNCH")
     settings = {**asdict(ARMS[arm]), "command": line, "seeds": seeds_of(arm, args)}
+    if arm in ENGINE_ARMS:
+        settings["revision"] = tree_rev()  # the code the arm runs
     if arm == "g":
         settings["revision"] = args.baseline
         settings["what"] = f"as a on the code of {args.baseline}"
