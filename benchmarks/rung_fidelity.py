@@ -25,17 +25,17 @@ from collections import defaultdict
 from pathlib import Path
 
 from _common import RESULTS, write_csv  # puts the repository on sys.path
+from search_quality import ENGINE_ARMS, RUNS  # the peers (d, e) validate on their own schedules
 
 # Images seen at each validation of a 15-epoch trial (trainer: 1/5 and 3/5 of the first epoch,
 # then every epoch).
 POINTS = [10_000, 30_000, 50_000] + [50_000 * e for e in range(2, 16)]
-ENGINE_ARMS = ("a", "b", "c", "f", "g")  # the peers (d, e) validate on their own schedules
 
 
 def timelines(root: Path) -> list[list[float]]:
     """Every fully trained trial's validation accuracies, each distinct run once."""
     seen: dict[tuple[float, ...], list[float]] = {}
-    for path in sorted(root.glob("**/search_quality_runs/*.jsonl")):
+    for path in sorted(root.glob(f"**/{RUNS}/*.jsonl")):
         if path.name.split("-")[0] not in ENGINE_ARMS:
             continue
         by_trial: dict[int, list[float]] = defaultdict(list)
@@ -48,18 +48,14 @@ def timelines(root: Path) -> list[list[float]]:
     return list(seen.values())
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=RESULTS)
     p.add_argument("--top", type=float, default=0.75, help="first-rung accuracy of the field")
     p.add_argument("--out", type=Path, default=RESULTS / "rung_fidelity.csv")
     args = p.parse_args()
+    from scipy.stats import spearmanr
+
     runs = timelines(args.runs)
     if len(runs) < 5:
         raise SystemExit(f"only {len(runs)} fully trained trials under {args.runs}: need 5")
@@ -75,8 +71,8 @@ def main() -> None:
     ]
     rows = []
     for i, images in enumerate(POINTS[:-1]):
-        rho_all = spearman([r[i] for r in runs], final_all)
-        rho_field = spearman([r[i] for r in field], final_field)
+        rho_all = float(spearmanr([r[i] for r in runs], final_all).statistic)
+        rho_field = float(spearmanr([r[i] for r in field], final_field).statistic)
         rows.append(
             {
                 "images": images,
