@@ -64,9 +64,9 @@ Writes to ``--out``: ``search_quality.csv`` (arm x seed x time), ``search_qualit
 (arm x time: mean, std, min, max over seeds), ``search_quality.png`` (mean line, min-max band),
 ``search_quality.json`` (machine, arms' exact settings, runs) and, per run,
 ``search_quality_runs/ARM-sSEED.jsonl`` (its timeline: seconds, val_accuracy, trial), ``.json``
-(its trials and how it stopped) and ``.log`` (its output), kept as each run ends, so an
-interrupted benchmark keeps its finished runs; ``--keep-arms d,e`` re-runs the other arms and
-keeps those arms' runs, settings and date ("measured") from ``--out``'s earlier
+(its trials with their parameters, and how it stopped) and ``.log`` (its output), kept as each
+run ends, so an interrupted benchmark keeps its finished runs; ``--keep-arms d,e`` re-runs the
+other arms and keeps those arms' runs, settings and date ("measured") from ``--out``'s earlier
 ``search_quality.json`` (same budget and training subset; for a change that cannot affect
 them, such as one to the engine's pruner for the peers); ``--summarize-only`` rebuilds the
 tables and the plot from them (a run cut short by Ctrl-C is left out of them).
@@ -248,7 +248,10 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, runs: Path) -> dict:
         "stopped": how,
         "exit_code": proc.returncode,
         "command": cmd,
-        "trials": [{k: t[k] for k in ("number", "state", "start", "end")} for t in trials],
+        # each trial's configuration too, so that a run's fully trained trials can be told apart
+        "trials": [
+            {k: t[k] for k in ("number", "state", "start", "end", "params")} for t in trials
+        ],
     }
     if arm in ENGINE_ARMS:
         record["trial_overheads"] = [round(x, 3) for x in trial_overheads(trials)]
@@ -282,6 +285,7 @@ def read_trials(storage: str, began: datetime) -> list[dict]:
             "start": since(t.datetime_start),
             "end": since(t.datetime_complete),
             "history": t.user_attrs.get("history") or [],
+            "params": t.params,
         }
         for t in study.get_trials(deepcopy=False)
     ]
