@@ -23,6 +23,8 @@ LR_RANGES = {
 
 
 WEIGHT_DECAY = (1e-6, 1e-2)
+ERASING = (0.0, 0.5)  # the probability of random erasing, where the space augments
+LABEL_SMOOTHING = (0.0, 0.2)
 
 
 def suggest_recipe(
@@ -30,9 +32,11 @@ def suggest_recipe(
     augment: bool,
     lr_ranges: dict[str, tuple[float, float]] | None = None,
     weight_decay: tuple[float, float] = WEIGHT_DECAY,
+    erasing: tuple[float, float] = ERASING,
+    label_smoothing: tuple[float, float] = LABEL_SMOOTHING,
 ) -> TrainConfig:
     """The recipe's parameters; a space may narrow the learning-rate ranges (``lr_ranges``, by
-    optimizer) and the weight decay's."""
+    optimizer), the weight decay's, the erasing probability's and the label smoothing's."""
     ranges = LR_RANGES | (lr_ranges or {})
     optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
     lr = trial.suggest_float(f"{optimizer}_lr", *ranges[optimizer], log=True)
@@ -44,7 +48,7 @@ def suggest_recipe(
         kw = {
             "crop_pad": trial.suggest_int("crop_pad", 0, 3),
             "flip": trial.suggest_categorical("flip", (False, True)),
-            "erasing": trial.suggest_float("erasing", 0.0, 0.5),
+            "erasing": trial.suggest_float("erasing", *erasing),
         }
     return TrainConfig(
         optimizer=optimizer,
@@ -52,7 +56,7 @@ def suggest_recipe(
         weight_decay=decay,
         batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES),
         schedule=trial.suggest_categorical("schedule", SCHEDULES),
-        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
+        label_smoothing=trial.suggest_float("label_smoothing", *label_smoothing),
         **kw,
     )
 

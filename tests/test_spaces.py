@@ -228,6 +228,7 @@ def test_cnn_space_leaves_out_the_regions_where_random_draws_did_not_learn():
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
     seen = {"shallow non-bn": 0, "deep gap": 0, "plain sgd": 0, "weight decay": 0}
+    seen |= {"erasing": 0, "smoothing": 0}
     for _ in range(300):
         trial = study.ask()
         cfg = cnn.space(trial)
@@ -242,10 +243,13 @@ def test_cnn_space_leaves_out_the_regions_where_random_draws_did_not_learn():
         if t.optimizer == "sgd":
             assert t.lr >= 0.05
         assert t.weight_decay <= 1e-3
+        assert t.erasing <= 0.25 and t.label_smoothing <= 0.1
         seen["shallow non-bn"] += n < cnn.BN_FROM_BLOCKS and m.regularizer != "bn"
         seen["deep gap"] += m.head == "gap"
         seen["plain sgd"] += t.optimizer == "sgd"
         seen["weight decay"] += t.weight_decay > 0
+        seen["erasing"] += t.erasing > 0.2
+        seen["smoothing"] += t.label_smoothing > 0.08
         study.tell(trial, 0.0)
     assert min(seen.values()) >= 20, seen  # the choices that remain are still drawn
 
@@ -260,6 +264,9 @@ def test_every_cnn_draw_is_a_valid_geometry_and_the_forced_choices_are_not_drawn
         trial = study.ask()
         model_cfg = space.space(trial).model
         model_cfg.feature_shapes()  # raises InvalidConfig on a collapsed map
+        if trial.params["family"] != "any":  # the vgg family draws neither kernels nor pads
+            study.tell(trial, 0.0)
+            continue
         blocks = model_cfg.blocks
         side = IMAGE_SIZE
         for i, b in enumerate(blocks):
@@ -275,3 +282,30 @@ def test_every_cnn_draw_is_a_valid_geometry_and_the_forced_choices_are_not_drawn
             assert side >= 1
         study.tell(trial, 0.0)
     assert forced["pad"] >= 50 and forced["kernel"] >= 5, forced  # the rules are exercised
+
+
+def test_cnn_family_vgg_draws_only_its_design_and_holds_the_vgg_warm_start():
+    from spaces import cnn
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
+    families = {"any": 0, "vgg": 0}
+    for _ in range(200):
+        trial = study.ask()
+        cfg = cnn.space(trial)
+        family = trial.params["family"]
+        families[family] += 1
+        assert cnn.space(optuna.trial.FixedTrial(cnn.to_params(cfg))) == cfg
+        if family == "vgg":
+            assert cnn.is_vgg(cfg), trial.params
+            assert all(name == "family" or name.startswith("vgg") for name in trial.params)
+            m, t = cfg.model, cfg.train
+            assert all(b.kernel == 3 and b.pool_kernel == 2 for b in m.blocks)
+            assert (m.pool, m.regularizer, t.schedule) == ("max", "bn", "cosine")
+            assert t.optimizer in ("adamw", "nesterov") and len(m.fc_hidden) <= 1
+        study.tell(trial, 0.0)
+    assert min(families.values()) >= 70, families  # a random draw picks either
+    vgg = cnn.WARM_START["VGG-style_32_64_128_1L_128_MAX_BN/adamw-augment"]
+    assert cnn.to_params(vgg)["family"] == "vgg"
+    for name, model in PRESETS.items():  # the seed's recipe is plain SGD without a schedule
+        if model.kind == "cnn":
+            assert cnn.to_params(RunConfig(model, SEED_RECIPE))["family"] == "any", name
