@@ -309,3 +309,20 @@ def test_cnn_family_vgg_draws_only_its_design_and_holds_the_vgg_warm_start():
     for name, model in PRESETS.items():  # the seed's recipe is plain SGD without a schedule
         if model.kind == "cnn":
             assert cnn.to_params(RunConfig(model, SEED_RECIPE))["family"] == "any", name
+
+
+def test_a_cnn_study_from_before_the_families_goes_on_with_tpe():
+    from spaces import cnn
+
+    # cnn._any draws what the space drew before the families: the same names, no "family".
+    study = optuna.create_study(sampler=make_sampler("tpe", 0))
+    for i in range(12):
+        trial = study.ask()
+        cnn._any(trial)
+        study.tell(trial, 1.0 + i / 10)
+    for _ in range(12):
+        trial = study.ask()
+        cfg = cnn.space(trial)
+        assert cnn.space(optuna.trial.FixedTrial(cnn.to_params(cfg))) == cfg
+        study.tell(trial, 1.0)
+    assert len(study.trials) == 24 and all(t.state.name == "COMPLETE" for t in study.trials)
