@@ -70,8 +70,8 @@ LABEL_SMOOTHING = (0.0, 0.1)
 # validation accuracy: 3x3 convolutions, 2x2 max pooling, batch norm, widths toward the caps,
 # AdamW with a cosine schedule, crop and flip, little erasing or smoothing). Of 3,000 random
 # draws of the space before (7edd106), 6% had such a recipe (AdamW or Nesterov, cosine, crop 1-2,
-# flip), 1.3% such a model (2+ blocks, 3x3, max pool, BN) and none both, so a study of a few
-# dozen trials rarely trained one: in the default 50-trial study of 2026-12-04
+# flip), 1.3% such a model (2+ blocks, 3x3, max pool, BN), 0.1% both (space_families.py), so a
+# study of a few dozen trials rarely trained one: in the default 50-trial study of 2026-12-04
 # (benchmarks/results/default_study_7edd106/) no sampled trial passed the rungs the warm start
 # had set. Its parameters are named ``vgg*`` so that TPE models the two families apart; a
 # configuration of both (the VGG-style warm start) is given as a point of ``vgg``.
@@ -131,6 +131,13 @@ def _block(trial: optuna.Trial, i: int, side: int) -> ConvBlock:
     )
 
 
+def _head(trial: optuna.Trial, name: str, n_blocks: int) -> str:
+    """Flatten, or after GAP_FROM_BLOCKS blocks a choice (parameter ``name``) of flatten or gap."""
+    if n_blocks < GAP_FROM_BLOCKS:
+        return "flatten"
+    return trial.suggest_categorical(name, ("flatten", "gap"))
+
+
 def space(trial: optuna.Trial) -> RunConfig:
     if trial.suggest_categorical("family", FAMILIES) == "vgg":
         return _vgg(trial)
@@ -162,11 +169,7 @@ def _any(trial: optuna.Trial) -> RunConfig:
         ),
         fc_dropout=trial.suggest_float("fc_dropout", 0.0, 0.5),
         activation=trial.suggest_categorical("activation", ACTIVATIONS),
-        head=(
-            trial.suggest_categorical("head", ("flatten", "gap"))
-            if n_blocks >= GAP_FROM_BLOCKS
-            else "flatten"
-        ),
+        head=_head(trial, "head", n_blocks),
     )
     recipe = suggest_recipe(
         trial,
@@ -202,11 +205,7 @@ def _vgg(trial: optuna.Trial) -> RunConfig:
         ),
         fc_dropout=trial.suggest_float("vgg_fc_dropout", 0.0, 0.5),
         activation=trial.suggest_categorical("vgg_activation", ACTIVATIONS),
-        head=(
-            trial.suggest_categorical("vgg_head", ("flatten", "gap"))
-            if n_blocks >= GAP_FROM_BLOCKS
-            else "flatten"
-        ),
+        head=_head(trial, "vgg_head", n_blocks),
     )
     optimizer = trial.suggest_categorical("vgg_optimizer", tuple(VGG_LR_RANGES))
     recipe = TrainConfig(
