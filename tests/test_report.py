@@ -534,16 +534,28 @@ def test_the_longer_final_training_is_the_default_only_when_it_fits_longer_withi
     assert factor == 1
     assert why.startswith("Re-trained for each trial's own epoch budget, not 2 x")
     assert "over --longer-within 29.5" in why and "--epochs" in why
-    # Two side by side: half the time, each run SIDE_BY_SIDE_SLOWDOWN times slower (1.27:
-    # 19.05 minutes); a tenth of the training images: a tenth.
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 19.1)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 19.0)[0] == 1
+    # Two side by side, each run SIDE_BY_SIDE_SLOWDOWN (1.37) times slower: runs of 274 s
+    # (x3) then 548 s (x3), each to the first worker free: one worker ends at 274 + 274 + 548
+    # = 1,096 s, the other at 274 + 548 + 548 = 1,370 s, 22.8 minutes; a tenth of the images:
+    # a tenth.
+    assert retrain.SIDE_BY_SIDE_SLOWDOWN == 1.37
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 22.9)[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 22.8)[0] == 1
     assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 3.0)[0] == 2
     assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 2.9)[0] == 1
     assert retrain.final_budget(2, [1e6], 3, 1, 1.0, float("inf"))[0] == 2
     assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 0.0)[0] == 1
     assert retrain.final_budget(2, [100.0, None], 3, 1, 1.0, 0.0) == (2, None)  # no estimate
     assert retrain.final_budget(1, [1e6], 3, 1, 1.0, 0.0) == (1, None)  # nothing longer to choose
+
+
+def test_the_estimate_schedules_the_runs_as_the_workers_take_them():
+    """Workers take the next run as each comes free, so an odd run out waits for a whole run:
+    three runs of a minute on two workers take two minutes, not one and a half."""
+    assert retrain.schedule_minutes([60.0, 60.0, 60.0], 2) == 2.0
+    assert retrain.schedule_minutes([120.0, 60.0, 60.0, 60.0], 2) == 3.0
+    assert retrain.schedule_minutes([60.0, 60.0, 60.0], 1) == 3.0
+    assert retrain.schedule_minutes([], 2) == 0.0
 
 
 def test_top_larger_than_the_completed_trials_uses_what_exists(tiny, second):

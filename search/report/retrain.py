@@ -89,9 +89,21 @@ def default_jobs(device: torch.device, runs: int) -> int:
 
 
 # Runs side by side (one thread each) train slower than the search's one run with every thread:
-# in the default study's report of 2026-11-30 (benchmarks/results/default_study/), 9 runs two at
-# a time took 1.27x their trials' search seconds x 2 epochs factor (1.18-1.41 by trial).
-SIDE_BY_SIDE_SLOWDOWN = 1.27
+# each run's seconds over its trial's search seconds x 2 epochs factor, averaged over the 3
+# trials of a default study's report: 1.27 on a 2-core Intel Xeon (2026-11-30,
+# benchmarks/results/default_study/) and 1.37 on a 2-core AMD EPYC (2026-12-05,
+# benchmarks/results/default_study_d7b9eb3/, 1.18-1.61 by trial). The larger one.
+SIDE_BY_SIDE_SLOWDOWN = 1.37
+
+
+def schedule_minutes(run_seconds: Sequence[float], jobs: int) -> float:
+    """Minutes until the last of ``run_seconds`` ends when ``jobs`` workers each take the next
+    run, in order, as soon as they are free (as ``retrain`` hands them out)."""
+    free = [0.0] * max(1, jobs)
+    for s in run_seconds:
+        i = free.index(min(free))
+        free[i] += s
+    return max(free) / 60
 
 
 def final_budget(
@@ -106,16 +118,18 @@ def final_budget(
 
     ``factor`` x each trial's own budget (its space's REPORT_EPOCHS_FACTOR) when the re-trainings
     are estimated to take at most ``within_minutes``, else each trial's own budget. The estimate:
-    each trial's training seconds in the search (``search_seconds``, its whole budget) x
-    ``factor`` x ``seeds`` x ``images_ratio`` (training images now / in the search), shared by
-    ``jobs`` runs side by side, each ``SIDE_BY_SIDE_SLOWDOWN`` times slower than in the search
-    when ``jobs`` > 1. Without every trial's seconds there is no estimate, and the factor stands."""
+    each of the ``seeds`` runs of a trial takes its training seconds in the search
+    (``search_seconds``, its whole budget) x ``factor`` x ``images_ratio`` (training images now
+    / in the search), ``SIDE_BY_SIDE_SLOWDOWN`` times longer when ``jobs`` > 1; the runs, trial
+    by trial, go to ``jobs`` workers as each comes free (``schedule_minutes``). Without every
+    trial's seconds there is no estimate, and the factor stands."""
     if factor <= 1:
         return factor, None
     if any(s is None or not math.isfinite(s) for s in search_seconds):
         return factor, None
-    serial = sum(s for s in search_seconds if s is not None) * factor * seeds * images_ratio
-    minutes = serial / max(1, jobs) / 60 * (SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0)
+    slowdown = SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0
+    runs = [s * factor * images_ratio * slowdown for s in search_seconds if s is not None]
+    minutes = schedule_minutes([r for r in runs for _ in range(seeds)], jobs)
     if minutes <= within_minutes:
         return factor, (
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
