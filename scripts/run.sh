@@ -4,8 +4,9 @@
 # The search runs for TIMEOUT seconds (45 minutes; the running trial finishes) or until the study
 # holds TRIALS finished trials, whichever comes first: on 2 CPU cores the time ends a cnn study
 # (about 110 trials), the count an mlp one (in about 20 minutes). Running the script again
-# resumes the study for another TIMEOUT. The report trains its finalists longer than the search did (2x) only if that
-# is estimated to fit in what is left of MINUTES after the search (`report --longer-within`).
+# resumes the study for another TIMEOUT. The report trains its finalists longer than the
+# search did (2x) only if that is estimated to fit in what is left of MINUTES after the search
+# (`report --longer-within`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
