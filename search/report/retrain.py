@@ -90,9 +90,10 @@ def default_jobs(device: torch.device, runs: int) -> int:
 
 # Runs side by side (one thread each) train slower than the search's one run with every thread:
 # each run's seconds over its trial's search seconds x 2 epochs factor, averaged over the 3
-# trials of a default study's report: 1.27 on a 2-core Intel Xeon (2026-11-30,
+# trials of a default study's report: 1.29 on a 2-core Intel Xeon (2026-11-30,
 # benchmarks/results/default_study/) and 1.37 on a 2-core AMD EPYC (2026-12-05,
-# benchmarks/results/default_study_d7b9eb3/, 1.18-1.61 by trial). The larger one.
+# benchmarks/results/default_study_d7b9eb3/, 1.18-1.60 by trial). The larger one
+# (benchmarks/report_estimate.py).
 SIDE_BY_SIDE_SLOWDOWN = 1.37
 
 

@@ -1,0 +1,60 @@
+"""How well `report` estimates its re-training time: the figures behind SIDE_BY_SIDE_SLOWDOWN.
+
+    .venv/bin/python benchmarks/report_estimate.py
+
+Reads two default studies' committed outputs (nothing is trained): each finalist's training
+seconds in the search (``trials.csv``) and its re-training runs' seconds (``results.json``).
+Prints, per report, each finalist's slowdown (mean run seconds / (search seconds x the epochs
+factor)) and their mean, the re-training seconds taken, and what ``final_budget`` estimates
+now. Output: ``benchmarks/results/report_estimate.txt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from _common import RESULTS
+
+from search.report.retrain import SIDE_BY_SIDE_SLOWDOWN, final_budget
+
+STUDIES = (
+    ("default_study", "2-core Intel Xeon, 2026-11-30"),
+    ("default_study_d7b9eb3", "2-core AMD EPYC, 2026-12-05"),
+)
+
+
+def main() -> None:
+    lines = [f"SIDE_BY_SIDE_SLOWDOWN = {SIDE_BY_SIDE_SLOWDOWN}"]
+    for folder, machine in STUDIES:
+        with open(RESULTS / folder / "trials.csv", newline="") as f:
+            rows = csv.DictReader(f)
+            seconds = {
+                int(r["trial"]): float(r["train_seconds"]) for r in rows if r["train_seconds"]
+            }
+        res = json.loads((RESULTS / folder / "results.json").read_text())
+        factor = int(res["settings"].get("epochs_factor") or 2)
+        search, ratios = [], []
+        for m in res["models"]:
+            s = seconds[int(m["trial"])]
+            runs = [r["seconds"] for r in m["runs"]]
+            ratio = sum(runs) / len(runs) / (s * factor)
+            search.append(s)
+            ratios.append(ratio)
+            lines.append(
+                f"{folder} ({machine}): trial {m['trial']}: search {s:.1f} s, "
+                f"runs {', '.join(f'{r:.0f}' for r in runs)} s, slowdown {ratio:.2f}"
+            )
+        seeds = len(res["models"][0]["runs"])
+        _, why = final_budget(factor, search, seeds, 2, 1.0, float("inf"))
+        lines.append(
+            f"{folder}: mean slowdown {sum(ratios) / len(ratios):.2f}; re-training took "
+            f"{res['seconds'] / 60:.1f} min; {why}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    (RESULTS / "report_estimate.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
