@@ -734,3 +734,24 @@ def test_optimization_history_tracks_the_best_so_far():
     history = optimization_history(_toy_study(8))
     values = [h.value for h in history]
     assert [h.best_so_far for h in history] == list(np.minimum.accumulate(values))
+
+
+def test_importances_of_rarely_tried_parameters_carry_a_caveat_not_console_warnings(recwarn):
+    def objective(t: optuna.Trial) -> float:
+        x = t.suggest_float("x", -1, 1)
+        # "rare" exists only where the branch is "rare": trial 0 alone, the best of all, too
+        # few for PED-ANOVA to tell its importance from one trial.
+        if t.suggest_categorical("branch", ["common", "rare"]) == "rare":
+            return t.suggest_float("rare", 0, 1) - 10
+        return x**2
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"branch": "rare"})
+    for _ in range(19):
+        study.enqueue_trial({"branch": "common"})
+    study.optimize(objective, n_trials=20)
+    recwarn.clear()
+    values, note = importances(study)
+    assert values is not None and "x" in values
+    assert note is not None and "may be inaccurate" in note and "rare" in note
+    assert not [w for w in recwarn if "regimes" in str(w.message)]

@@ -233,6 +233,7 @@ def the_search(r: Results) -> list[str]:
         *blocks,
         _figure(FIGURES["importances"], "Hyperparameter importances (PED-ANOVA, Optuna)"),
         _table(["parameter", "importance"], [[k, fmt(v)] for k, v in st.importances.items()]),
+        *([f"Caveat: the {st.importances_note}."] if st.importances_note else []),
     ]
 
 

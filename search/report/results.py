@@ -12,7 +12,9 @@ results.json (one object; every float at full precision; ``null`` where a value 
         history     [{number, state ("COMPLETE"/"PRUNED"), value (validation loss; a pruned
                     trial's last report), val_accuracy, best_so_far}], finished trials in order
         importances {parameter: PED-ANOVA importance} (sum 1), or null with
-        importances_note saying why not (fewer than 10 completed trials, ...)
+        importances_note saying why not (fewer than 10 completed trials, ...); with
+        importances, importances_note is null or names the parameters tried in too few
+        trials for their importance to be accurate
         objectives  what the study minimised: ["val_loss"], or ["val_loss", "params" or
                     "latency"] (a two-objective study; its best trials are a Pareto front)
         pareto      two-objective studies only, else null: [{number, objective (the second
@@ -235,7 +237,7 @@ class StudyFacts:
     counts: dict[str, int]
     history: list[HistoryPoint]
     importances: dict[str, float] | None
-    importances_note: str | None  # why there are no importances
+    importances_note: str | None  # why there are none, or a caveat on the ones there are
     objectives: list[str] = field(default_factory=lambda: ["val_loss"])
     pareto: list[ParetoPoint] | None = None  # two-objective studies: every completed trial
     pareto_reference: list[ParetoReference] | None = None

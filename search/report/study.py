@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import optuna
 from optuna.trial import TrialState
 
@@ -32,8 +35,14 @@ def optimization_history(study: optuna.Study) -> list[HistoryPoint]:
     return points
 
 
+# PED-ANOVA's warning for a parameter that some of its value ranges saw in under 2 trials.
+_FEW_TRIALS = re.compile(r"Some regimes for parameter `([^`]+)` have less than 2 trials")
+
+
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | None]:
-    """(parameter -> importance, None), or (None, why not) for studies too small to tell."""
+    """(parameter -> importance, caveat or None), or (None, why not) for studies too small to
+    tell. PED-ANOVA's warnings (a parameter tried in too few trials) become the caveat instead
+    of lines on the console."""
     n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if n < MIN_IMPORTANCE_TRIALS:
         return None, (
@@ -43,9 +52,18 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | Non
     try:
         # Importances for the validation loss (the first objective where there are several).
         target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-        values = optuna.importance.get_param_importances(study, target=target)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = optuna.importance.get_param_importances(study, target=target)
     except Exception as exc:  # degenerate studies (one distinct value, one parameter, ...)
         return None, f"parameter importances skipped: Optuna could not compute them ({exc})"
     if not values:
         return None, "parameter importances skipped: the study's trials share no parameter"
-    return {k: float(v) for k, v in values.items()}, None
+    few = sorted({m[1] for w in caught if (m := _FEW_TRIALS.search(str(w.message)))})
+    caveat = (
+        f"importance of {', '.join(few)} may be inaccurate: fewer than 2 of the trials "
+        "PED-ANOVA compares drew it from one of its ranges, or left it out"
+        if few
+        else None
+    )
+    return {k: float(v) for k, v in values.items()}, caveat
