@@ -21,8 +21,8 @@ from torch import nn
 
 from search.data import CLASSES
 from search.errors import InvalidConfig, UserError, first_line
-from search.models import build_model
-from search.training import RunConfig, versions
+from search.models import FlipAveraged, build_model
+from search.training import TTAS, RunConfig, for_inference, versions
 
 FORMAT = "fmnist-search-checkpoint"
 FORMAT_VERSION = 1
@@ -42,6 +42,7 @@ class Checkpoint:
     versions: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)  # study, trial, seed, scores, ...
     path: Path | None = None
+    tta: str = "none"  # test-time augmentation ``model`` applies ("flip": FlipAveraged)
 
 
 def _plain(value: Any) -> Any:
@@ -75,9 +76,16 @@ def save(
     std: float,
     space: str | None,
     meta: dict[str, Any] | None = None,
+    tta: str = "none",
 ) -> Path:
-    """Write the checkpoint atomically (temporary file in the same folder, then rename)."""
+    """Write the checkpoint atomically (temporary file in the same folder, then rename).
+
+    ``model`` is the trained network; ``tta`` ("flip" or "none", see ``training.TTAS``) is how
+    ``load`` wraps it for use. A model already wrapped in FlipAveraged (one ``load`` gave) is
+    saved as the network inside with ``tta="flip"``."""
     path = Path(path)
+    if isinstance(model, FlipAveraged):
+        model, tta = model.model, "flip"
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -89,6 +97,7 @@ def save(
         "space": space,
         "versions": _plain({**versions(), "fmnist-search": package_version()}),
         "meta": _plain(meta or {}),
+        "tta": tta,
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -148,11 +157,14 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
         mean, std = float(norm["mean"]), float(norm["std"])
         model = build_model(config.model)
         model.load_state_dict(payload["state_dict"])
+        tta = payload.get("tta", "none")  # absent from checkpoints made before it existed
+        if tta not in TTAS:
+            raise ValueError(f"unknown test-time augmentation {tta!r}")
     except (KeyError, TypeError, ValueError, RuntimeError, InvalidConfig) as exc:
         detail = first_line(exc)
         raise _not_ours(path, f"its contents do not fit: {detail[:200]}") from None
     return Checkpoint(
-        model=model.to(device).eval(),
+        model=for_inference(model, tta).to(device).eval(),
         config=config,
         mean=mean,
         std=std,
@@ -161,4 +173,5 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
         versions=dict(payload.get("versions") or {}),
         meta=dict(payload.get("meta") or {}),
         path=path,
+        tta=tta,
     )

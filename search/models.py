@@ -6,6 +6,7 @@ Inputs are float tensors of shape [B, 1, 28, 28]; outputs are logits of shape [B
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -214,6 +215,24 @@ def build_cnn(cfg: CNNConfig, pool_first: bool = True) -> nn.Sequential:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     return build_mlp(cfg) if isinstance(cfg, MLPConfig) else build_cnn(cfg)
+
+
+class FlipAveraged(nn.Module):
+    """Test-time augmentation: ``model``'s class probabilities for each image and for its
+    mirror image (flipped left to right), averaged; returned as log-probabilities, which serve
+    as logits (softmax gives back the averaged probabilities, cross-entropy their log).
+
+    For models that trained with random horizontal flips (report --tta flip)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.log_softmax(self.model(x).float(), dim=1)
+        b = torch.log_softmax(self.model(x.flip(-1)).float(), dim=1)
+        # log((p + q) / 2) without leaving log space: no underflow for confident models.
+        return torch.logaddexp(a, b) - math.log(2)
 
 
 def count_parameters(model: nn.Module) -> int:

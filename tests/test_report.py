@@ -441,12 +441,28 @@ def test_best_pt_loads_with_weights_only_and_reproduces_its_score(tiny, cli, tes
     assert set(raw["normalization"]) == {"mean", "std"}
     assert raw["config"]["train"]["epochs"] == 1
     assert raw["meta"] == tiny.results["best"]
+    assert raw["tta"] == tiny.results["best"]["tta"]
     result = cli("evaluate", "--model", path, "--json")
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     assert scored["test_accuracy"] == pytest.approx(tiny.results["best"]["test_accuracy"], abs=2e-4)
     assert scored["test_loss"] == pytest.approx(tiny.results["best"]["test_loss"], rel=1e-3)
     assert list(scored["per_class_accuracy"]) == list(CLASSES)
+
+
+@pytest.mark.slow
+def test_flip_trained_models_are_scored_with_flips_and_the_rest_alone(tiny, second):
+    seen = set()
+    for r, folder in ((tiny.results, tiny.folder), (second.results, second.out)):
+        assert r["settings"]["tta"] == "flip"  # the default
+        got = {m["trial"]: m["tta"] for m in r["models"]}
+        trained_with = {m["trial"]: m["config"]["train"]["flip"] for m in r["models"]}
+        assert got == {t: "flip" if flip else "none" for t, flip in trained_with.items()}
+        seen |= set(got.values())
+        (best,) = [m for m in r["models"] if m["trial"] == r["best"]["trial"]]
+        assert r["best"]["tta"] == best["tta"]
+        assert "test-time augmentation (--tta flip):" in (folder / "report.md").read_text()
+    assert seen == {"flip", "none"}  # both kinds were re-trained
 
 
 @pytest.mark.slow

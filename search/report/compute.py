@@ -39,7 +39,15 @@ from search.report.stats import summarize
 from search.report.study import importances, optimization_history
 from search.report.text import plural
 from search.storage import mask_password, storage_url
-from search.training import DeviceData, RunConfig, evaluate, normalize, resolve_device, versions
+from search.training import (
+    DeviceData,
+    RunConfig,
+    evaluate,
+    for_inference,
+    normalize,
+    resolve_device,
+    versions,
+)
 
 SELECTED_BY = (
     "lowest validation loss (as the study ranked trials: plain or calibrated) over every "
@@ -57,6 +65,7 @@ class Best:
     std: float
     space: str | None
     meta: dict[str, Any] = field(default_factory=dict)  # ``asdict(BestRun)``
+    tta: str = "none"  # test-time augmentation best.pt applies (training.TTAS)
 
 
 def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tuple[Results, Best]:
@@ -129,6 +138,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
         std=data.std,
         space=results.study.space,
         meta=asdict(best_run),
+        tta=best_run.tta,
     )
     return results, best
 
@@ -170,7 +180,7 @@ def _score_on_test(
     test_x, test_y = load_test(opts.data_dir)
     tx, ty = normalize(test_x, data.mean, data.std).to(data.device), test_y.to(data.device)
     for t in trained:
-        res = evaluate(t.model, tx, ty)
+        res = evaluate(for_inference(t.model, t.entry.tta), tx, ty)
         t.run.test = TestNumbers(
             loss=res.loss,
             accuracy=res.accuracy,
@@ -199,6 +209,7 @@ def _best_run(opts: ReportOptions, chosen: Trained) -> BestRun:
         train_limit=opts.train_limit,
         file="best.pt",
         selected_by=SELECTED_BY,
+        tta=entry.tta,
     )
 
 
@@ -281,4 +292,5 @@ def _settings(
         normalization=Normalization(mean=data.mean, std=data.std),
         data=split.source,
         epochs_factor=epochs_factor,
+        tta=opts.tta,
     )

@@ -86,9 +86,27 @@ def intro(r: Results) -> list[str]:
                 f"train limit {limit}, {fmt(se.val_images)} validation images",
                 f"input normalisation: mean {fmt(se.normalization.mean)}, "
                 f"std {fmt(se.normalization.std)} (training images, pixel / 255)",
+                _tta_line(r),
             ]
         ),
     ]
+
+
+def _tta_line(r: Results) -> str:
+    flipped = [m.label for m in r.models if m.tta == "flip"]
+    if r.settings.tta != "flip":
+        return "test-time augmentation: none (--tta none): each image scored alone"
+    if not flipped:
+        return (
+            "test-time augmentation: none of these models trained with random flips, so each "
+            "image was scored alone"
+        )
+    which = "every model" if len(flipped) == len(r.models) else ", ".join(flipped)
+    return (
+        f"test-time augmentation (--tta flip): {which} (trained with random flips) scored on "
+        "each image and its mirror image, predictions averaged, in the train, validation and "
+        "test columns; the learning curves are as trained, without it"
+    )
 
 
 def notes(r: Results) -> list[str]:
@@ -159,7 +177,12 @@ def best_model(r: Results, level: int = 2) -> list[str]:
         f"{b.label}, seed {b.seed}: validation loss {fmt(b.val_loss)}, validation accuracy "
         f"{fmt(b.val_accuracy)}, test accuracy {fmt(b.test_accuracy)}, test loss "
         f"{fmt(b.test_loss)}. Chosen by {b.selected_by}. Use it with `fmnist-search predict "
-        "IMAGE --model best.pt` or `fmnist-search evaluate --model best.pt`.",
+        "IMAGE --model best.pt` or `fmnist-search evaluate --model best.pt`"
+        + (
+            " (it averages each image's predictions with its mirror image's)."
+            if b.tta == "flip"
+            else "."
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from search.errors import UsageError, check_range
 from search.predict import REPORTS  # the newest reports/*/best.pt is predict's default model
 from search.report.results import GENERATOR
+from search.training import TTAS
 
 
 @dataclass
@@ -29,6 +30,9 @@ class ReportOptions:
     precision: str = "auto"  # training arithmetic; the test set is always scored in float32
     data_dir: str | None = None
     jobs: int | None = None  # re-trainings at once; None = retrain.default_jobs()
+    # Test-time augmentation (training.TTAS): "flip" scores models that trained with random
+    # flips on each image and its mirror, averaged, and best.pt keeps doing so; "none" does not.
+    tta: str = "flip"
     command: str = ""  # the command line, recorded in the report
 
     def __post_init__(self) -> None:
@@ -41,6 +45,8 @@ class ReportOptions:
             if value is not None:
                 check_range(name, value, 1)
         check_range("--longer-within", self.longer_within, 0)
+        if self.tta not in TTAS:
+            raise UsageError(f"unknown --tta {self.tta!r}: use {' or '.join(TTAS)}")
 
 
 def out_dir(opts: ReportOptions) -> Path:

@@ -26,7 +26,8 @@ results.json (one object; every float at full precision; ``null`` where a value 
                 2 for cnn and 1 for mlp, where it fits --longer-within, else 1), train_limit,
                 train_images, val_images, test_images,
                 device, precision, jobs (re-trainings at once), normalization {mean, std}
-                (of the training images, pixel / 255), data (the folder the images came from)
+                (of the training images, pixel / 255), data (the folder the images came from),
+                tta (the test-time augmentation asked for: "flip" or "none")
     notes       [sentences]: what the reader must know (fewer trials than asked, divergences,
                 which final budget applied and why)
     classes     the 10 class names, in label order
@@ -35,15 +36,18 @@ results.json (one object; every float at full precision; ``null`` where a value 
         search      {val_loss, val_accuracy, epochs_run, seed}: the trial's own search result
         params      {name: value}: Optuna's parameters; config: the resolved RunConfig dict
         epochs      epochs per re-training; n_params: trainable parameters
+        tta         test-time augmentation its train, val and test scores were made with:
+                    "flip" (each image and its mirror image, predictions averaged; models
+                    that trained with random flips, under --tta flip) or "none"
         runs        one per seed that trained: {seed, precision, seconds, history: [{epoch,
                     train_loss, train_accuracy, val_loss (plain cross-entropy),
-                    val_accuracy, seconds}], train: {loss, accuracy, calibrated_loss}
-                    (training images, evaluation mode), val: {loss, accuracy,
-                    calibrated_loss}, test: {loss, accuracy, confusion ([true][predicted]
-                    counts), per_class_accuracy}}; loss is plain cross-entropy,
-                    calibrated_loss at the temperature fitted on those logits (what a study
-                    made with --val-loss calibrated ranks on); validation and test scored in
-                    float32
+                    val_accuracy, seconds}] (as trained, without test-time augmentation),
+                    train: {loss, accuracy, calibrated_loss} (training images, evaluation
+                    mode), val: {loss, accuracy, calibrated_loss}, test: {loss, accuracy,
+                    confusion ([true][predicted] counts), per_class_accuracy}}; loss is
+                    plain cross-entropy, calibrated_loss at the temperature fitted on those
+                    logits (what a study made with --val-loss calibrated ranks on);
+                    validation and test scored in float32
         failed_runs [{seed, reason}]: runs that diverged (left out of everything else)
         summary     over runs: train_accuracy, val_accuracy, val_loss, test_accuracy,
                     test_loss, seconds as {mean, std (sample; null for one run), n};
@@ -51,7 +55,7 @@ results.json (one object; every float at full precision; ``null`` where a value 
     best        the run saved as best.pt, chosen by lowest validation loss (the study's: plain
                 or calibrated): study, rank, trial, label, seed, val_loss, val_accuracy,
                 test_loss, test_accuracy, test_confusion, per_class_test_accuracy, epochs,
-                train_limit, file ("best.pt"), selected_by
+                train_limit, file ("best.pt"), selected_by, tta (best.pt applies it too)
     reference   figures not measured here: [{model, source ("seed report"/"published"),
                 train_accuracy, val_accuracy, test_accuracy, test_loss, n_params (a count,
                 a published text such as "about 83k", or null)}]
@@ -176,6 +180,7 @@ class ModelResult:
     config: dict[str, Any]  # the resolved RunConfig, as RunConfig.to_dict makes it
     epochs: int
     n_params: int
+    tta: str = "none"  # test-time augmentation its runs were scored with: "flip" or "none"
     runs: list[Run] = field(default_factory=list)
     failed_runs: list[FailedRun] = field(default_factory=list)
     summary: Summary | None = None  # set once the runs are scored on the test set
@@ -200,6 +205,7 @@ class BestRun:
     train_limit: int | None
     file: str
     selected_by: str
+    tta: str = "none"  # test-time augmentation it was scored with, and best.pt applies
 
 
 @dataclass
@@ -265,6 +271,7 @@ class Settings:
     normalization: Normalization
     data: str
     epochs_factor: int = 1  # with epochs null: each trial's own budget times this
+    tta: str = "none"  # test-time augmentation asked for (--tta)
 
 
 @dataclass

@@ -36,8 +36,10 @@ from search.training import (
     EvalResult,
     RunConfig,
     evaluate,
+    for_inference,
     resolve_device,
     train,
+    tta_for,
 )
 
 
@@ -53,6 +55,7 @@ class Retraining:
     seed: int
     n_params: int
     config: dict[str, Any]  # RunConfig.to_dict()
+    tta: str = "none"  # test-time augmentation it is scored with (training.tta_for)
 
 
 @dataclass
@@ -169,6 +172,7 @@ def plan(
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         n_params = count_parameters(build_model(cfg.model))
         config = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as results.json has it
+        tta = tta_for(cfg, opts.tta)
         entries.append(
             ModelResult(
                 rank=rank,
@@ -185,13 +189,14 @@ def plan(
                 config=config,
                 epochs=cfg.train.epochs,
                 n_params=n_params,
+                tta=tta,
             )
         )
         for s in range(opts.seeds):
             seed = retrain_seed(study_seed, t.number, s)
             tasks.append(
                 Retraining(
-                    len(tasks) + 1, total, t.number, s + 1, opts.seeds, seed, n_params, config
+                    len(tasks) + 1, total, t.number, s + 1, opts.seeds, seed, n_params, config, tta
                 )
             )
     return entries, tasks
@@ -206,7 +211,8 @@ def _numbers(result: EvalResult) -> EvalNumbers:
 def retrain_one(
     task: Retraining, data: DeviceData, progress: RetrainProgress
 ) -> tuple[Run, nn.Module]:
-    """One re-training with its validation and clean training scores; raises Diverged."""
+    """One re-training with its validation and clean training scores (with the task's
+    test-time augmentation); raises Diverged. Returns the model as trained, unwrapped."""
     cfg = RunConfig.from_dict(task.config)
     epochs = cfg.train.epochs
     progress.run_started(task, epochs)
@@ -216,6 +222,7 @@ def retrain_one(
         seed=task.seed,
         on_epoch=lambda _e, m, _v: progress.epoch_done(Epoch.from_metrics(m), epochs),
     )
+    scored = for_inference(result.model, task.tta)
     run = Run(
         seed=task.seed,
         precision=result.precision,
@@ -223,9 +230,9 @@ def retrain_one(
         history=[Epoch.from_metrics(m) for m in result.history],
         # Clean accuracy on the training images (eval mode, no augmentation), as the seed
         # measured it; the history's train figures are running means under augmentation.
-        train=_numbers(evaluate(result.model, data.train_x, data.train_y)),
+        train=_numbers(evaluate(scored, data.train_x, data.train_y)),
         # Scored again in float32, like the test set, whatever the training precision.
-        val=_numbers(evaluate(result.model, data.val_x, data.val_y)),
+        val=_numbers(evaluate(scored, data.val_x, data.val_y)),
     )
     return run, result.model
 

@@ -22,7 +22,14 @@ def write_files(r: Results, best: Best, folder: Path) -> None:
     """Every file of the report: figures, best.pt, results.json, report.md, index.html."""
     write_figures(r, folder)
     checkpoint.save(
-        folder / "best.pt", best.model, best.config, best.mean, best.std, best.space, meta=best.meta
+        folder / "best.pt",
+        best.model,
+        best.config,
+        best.mean,
+        best.std,
+        best.space,
+        meta=best.meta,
+        tta=best.tta,
     )
     (folder / "results.json").write_text(json.dumps(asdict(r), indent=1) + "\n")
     markdown = document(r)
