@@ -110,3 +110,20 @@ def test_evaluate_predict_and_onnx_export_apply_the_flip(cli, tmp_path):
     assert result.exit_code == 0, result.output
     got = export.load(out).probabilities(raw.float().numpy())
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_the_report_says_which_models_were_scored_with_flips():
+    from types import SimpleNamespace as NS
+
+    from search.report.document import _tta_line
+
+    def results(asked: str, *ttas: str) -> NS:
+        models = [NS(label=f"trial {i}", tta=t) for i, t in enumerate(ttas)]
+        return NS(models=models, settings=NS(tta=asked))
+
+    assert "every model (trained with random flips)" in _tta_line(results("flip", "flip", "flip"))
+    mixed = _tta_line(results("flip", "flip", "none"))
+    assert "flip): trial 0 (trained" in mixed and "the others, trained without flips" in mixed
+    assert "none of these models trained with random flips" in _tta_line(results("flip", "none"))
+    none_asked = _tta_line(results("none", "none"))
+    assert none_asked.startswith("test-time augmentation: none (--tta none)")

@@ -101,11 +101,13 @@ def _tta_line(r: Results) -> str:
             "test-time augmentation: none of these models trained with random flips, so each "
             "image was scored alone"
         )
-    which = "every model" if len(flipped) == len(r.models) else ", ".join(flipped)
+    every = len(flipped) == len(r.models)
     return (
-        f"test-time augmentation (--tta flip): {which} (trained with random flips) scored on "
-        "each image and its mirror image, predictions averaged, in the train, validation and "
-        "test columns; the learning curves are as trained, without it"
+        f"test-time augmentation (--tta flip): {'every model' if every else ', '.join(flipped)}"
+        " (trained with random flips) scored on each image and its mirror image, predictions "
+        "averaged, in the train, validation and test columns"
+        + ("" if every else "; the others, trained without flips, on each image alone")
+        + "; the learning curves are as trained, without it"
     )
 
 
