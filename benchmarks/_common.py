@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -63,6 +64,12 @@ def tree_rev() -> str:
 def on_tree(env: dict[str, str], tree: Path) -> dict[str, str]:
     """``env`` for a process that imports ``tree``'s search/ and spaces/, not the installed."""
     return {**env, "PYTHONPATH": str(tree)}
+
+
+def mean_std(xs: list[float]) -> str:
+    """ "mean ± sample std" to 4 places (std 0 for a single value)."""
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.4f} ± {sd:.4f}"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

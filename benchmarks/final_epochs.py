@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from _common import RESULTS, write_csv  # noqa: E402 (puts the repo on sys.path)
+from _common import RESULTS, mean_std, write_csv  # noqa: E402 (puts the repo on sys.path)
 
 from search.data import load_split, load_test  # noqa: E402
 from search.training import DeviceData, cpu_name, evaluate, normalize, train  # noqa: E402
@@ -84,9 +84,7 @@ def main() -> None:
             got = [r for r in rows if r["model"] == label and r["epochs"] == epochs]
 
             def ms(key: str, got=got) -> str:
-                xs = [r[key] for r in got]
-                sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-                return f"{statistics.mean(xs):.4f} ± {sd:.4f}"
+                return mean_std([r[key] for r in got])
 
             minutes = statistics.mean(r["seconds"] for r in got) / 60
             print(

@@ -26,14 +26,13 @@ import argparse
 import csv
 import dataclasses
 import json
-import statistics
 import time
 from pathlib import Path
 
 import optuna
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, write_csv  # noqa: E402 (puts the repo on sys.path)
+from _common import RESULTS, mean_std, write_csv  # noqa: E402 (puts the repo on sys.path)
 
 import search.training as training  # noqa: E402
 from search.data import load_split, load_test  # noqa: E402
@@ -157,9 +156,7 @@ def main() -> None:
             got = [r for r in rows if r["trial"] == n and r["way"] == way]
 
             def ms(key: str, got=got) -> str:
-                xs = [r[key] for r in got]
-                sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-                return f"{statistics.mean(xs):.4f} ± {sd:.4f}"
+                return mean_std([r[key] for r in got])
 
             print(f"{n:5d} {way:9s} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}")
     write_csv(rows, args.out)
