@@ -5,8 +5,11 @@
 Reads two default studies' committed outputs (nothing is trained): each finalist's training
 seconds in the search (``trials.csv``) and its re-training runs' seconds (``results.json``).
 Prints, per report, each finalist's slowdown (mean run seconds / (search seconds x the epochs
-factor)) and their mean, the re-training seconds taken, and what ``final_budget`` estimates
-now. Output: ``benchmarks/results/report_estimate.txt``.
+factor)) and their mean, the re-training seconds taken, what ``final_budget`` estimates now for
+the factor those reports trained with, and what it would choose under the default
+``--longer-within`` of 45 minutes, with the minutes the measured re-training would have taken at
+that many epochs (its minutes scaled by the epochs, test scoring included). Output:
+``benchmarks/results/report_estimate.txt``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import json
 
 from _common import RESULTS
 
-from search.report.retrain import SIDE_BY_SIDE_SLOWDOWN, final_budget
+from search.report.options import ReportOptions
+from search.report.retrain import SIDE_BY_SIDE_SLOWDOWN, final_budget, final_epochs
 
 STUDIES = (
     ("default_study", "2-core Intel Xeon, 2026-11-30"),
     ("default_study_d7b9eb3", "2-core AMD EPYC, 2026-12-05"),
+    ("default_study_6ac4df5", "2-core Intel Xeon, 2026-12-05"),
 )
 
 
@@ -50,6 +55,14 @@ def main() -> None:
         lines.append(
             f"{folder}: mean slowdown {sum(ratios) / len(ratios):.2f}; re-training took "
             f"{res['seconds'] / 60:.1f} min; {why}"
+        )
+        within = ReportOptions(study="-").longer_within
+        own = int(res["models"][0]["epochs"]) // factor
+        chosen, why = final_budget(factor, search, seeds, 2, 1.0, within, own_epochs=own)
+        epochs = final_epochs(own, chosen)
+        lines.append(
+            f"{folder} at --longer-within {within:g}: {why} At {epochs} epochs the measured "
+            f"re-training would take about {res['seconds'] / 60 * epochs / (own * factor):.1f} min."
         )
     text = "\n".join(lines)
     print(text)

@@ -5,8 +5,8 @@
 # holds TRIALS finished trials, whichever comes first: on 2 CPU cores the time ends a cnn study
 # (about 110 trials), the count an mlp one (in about 20 minutes). Running the script again
 # resumes the study for another TIMEOUT. The report trains its finalists longer than the
-# search did (2x) only if that is estimated to fit in what is left of MINUTES after the search
-# (`report --longer-within`).
+# search did (up to 2x) as far as that is estimated to fit in what is left of MINUTES after the
+# search (`report --longer-within`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -7,7 +7,7 @@ A space module defines:
   (used to enqueue known models; every seed preset of the space's kind must round-trip);
 - ``WARM_START``: named ``RunConfig``s enqueued as a new study's first trials;
 - optionally ``REPORT_EPOCHS_FACTOR`` (default 1): ``report`` re-trains a study's finalists for
-  this many times each trial's own epoch budget unless ``--epochs`` is given, when that is
+  this many times each trial's own epoch budget unless ``--epochs`` is given, or as many as are
   estimated to fit ``--longer-within`` minutes (longer final training pays where the search's
   budget stops short of convergence; measure it with ``benchmarks/final_epochs.py``).
 """

@@ -82,8 +82,8 @@ VGG_BATCH_SIZES = (64, 128, 256)
 VGG_FC_UNITS = (64, 512)  # one hidden layer or none
 VGG_MAX_CROP = 2
 MIN_FC_UNITS = 32  # the seed's narrowest hidden layer; 16-19 unit layers were bottlenecks
-# `report` re-trains the finalists for 2x their search budget (30 epochs at the default 15) where
-# that fits its --longer-within minutes:
+# `report` re-trains the finalists for 2x their search budget (30 epochs at the default 15), or
+# as much of it as fits its --longer-within minutes:
 # benchmarks/final_epochs.py measured +0.0072 test accuracy for the VGG-style warm start at 30
 # epochs over 15 (0.9341 +- 0.0002 vs 0.9269 +- 0.0004, 3 seeds).
 REPORT_EPOCHS_FACTOR = 2

@@ -26,7 +26,7 @@ DROPOUT = (0.0, 0.3)
 MIN_UNITS = 32
 # benchmarks/mlp_final_epochs.sh: the sampled MLPs that win an mlp study (dropout ~0.1, AdamW,
 # cosine) gain at 30 epochs over 15 (benchmarks/final_epochs.py found +0.0010 for the dropout-free
-# warm start); `report` re-trains at twice each trial's budget when that fits --longer-within.
+# warm start); `report` re-trains at up to twice each trial's budget, what fits --longer-within.
 REPORT_EPOCHS_FACTOR = 2
 
 

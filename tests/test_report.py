@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from search import checkpoint, data, folders, plots, training
+from search import checkpoint, data, folders, plots, studies, training
 from search.data import CLASSES, NUM_CLASSES
 from search.engine import RunOptions, run_study
 from search.errors import UsageError, UserError
@@ -504,7 +504,7 @@ def test_cnn_finalists_train_twice_their_search_budget_unless_epochs_is_given(ti
     """The cnn and mlp spaces' REPORT_EPOCHS_FACTOR is 2 (benchmarks/final_epochs.py and
     benchmarks/mlp_final_epochs.sh measured the gain), 1 for a space without one; --epochs
     overrides it; results.json and report.md say which applied."""
-    from search import registry, studies
+    from search import registry
 
     assert registry.report_epochs_factor("cnn") == 2
     assert registry.report_epochs_factor("mlp") == 2
@@ -524,6 +524,9 @@ def test_cnn_finalists_train_twice_their_search_budget_unless_epochs_is_given(ti
     )
     entries, _ = retrain.plan(top, options.ReportOptions(study="cnn", epochs=3), 42, 1)
     assert [e.epochs for e in entries] == [3, 3]
+    # A factor that fit --longer-within (final_budget): each trial's epochs x it, rounded down.
+    entries, _ = retrain.plan(top, options.ReportOptions(study="cnn"), 42, 1.5)
+    assert [e.epochs for e in entries] == [max(e, int(e * 1.5)) for e in own]
     # The tiny report was made with --epochs 1: the factor is not applied, and it says so.
     assert tiny.results["settings"]["epochs"] == 1
     assert tiny.results["settings"]["epochs_factor"] == 1
@@ -536,33 +539,76 @@ def test_cnn_finalists_train_twice_their_search_budget_unless_epochs_is_given(ti
     )
     intro = "\n".join(map(str, document.intro(r)))
     assert "2 x each trial's own epoch budget (the cnn space's default; set with --epochs)" in intro
+    r = dataclasses.replace(r, settings=dataclasses.replace(r.settings, epochs_factor=1.8))
+    intro = "\n".join(map(str, document.intro(r)))
+    assert "1.8 x each trial's own epoch budget, rounded down (what was estimated" in intro
+
+
+def test_without_epochs_the_report_trains_what_fits_longer_within_and_says_so(tiny, cli):
+    """No --epochs: the estimate decides; with --longer-within 0 nothing longer fits, so each
+    trial trains its own budget, and results.json and report.md say why."""
+    out = tiny.root / "fits"
+    result = report_cnn(
+        cli, tiny.url, "--train-limit", 1000, "--seeds", 1, "--top", 1, "--quiet",
+        "--longer-within", 0, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["epochs"] is None and res["settings"]["epochs_factor"] == 1
+    (model,) = res["models"]
+    assert model["epochs"] == model["config"]["train"]["epochs"]
+    assert (
+        model["epochs"]
+        == studies.load("cnn", tiny.url)
+        .trials[model["trial"]]
+        .user_attrs["config"]["train"]["epochs"]
+    )
+    why = [n for n in res["notes"] if n.startswith("Re-trained for each trial's own epoch budget")]
+    assert why and "over --longer-within 0" in why[0] and "no longer budget fits" in why[0]
+    assert why[0] in (out / "report.md").read_text()
 
 
 def test_the_longer_final_training_is_the_default_only_when_it_fits_longer_within():
     """2 x the search budget when the estimate (search seconds x factor x seeds x image ratio,
     shared by the runs side by side, each slower than alone) is within --longer-within minutes;
-    else the trials' own budget; no estimate without every trial's seconds; a note says which
-    and why."""
+    else the largest factor in hundredths that fits, down to the trials' own budget; no
+    estimate without every trial's seconds; a note says which and why."""
     # 100 + 200 s in the search, x2, x3 seeds, one run at a time: 30 minutes.
     factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 30.0)
     assert factor == 2 and "estimated at 30 min" in why and "within --longer-within 30" in why
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 29.5)
+    # 15 minutes per unit of factor: 29.5 minutes hold 1.96 x (29.4 min), 29 epochs of 15.
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 29.5, own_epochs=15)
+    assert factor == 1.96
+    assert why.startswith("Re-trained for 1.96 x each trial's own epoch budget (29 epochs for a")
+    assert "not 2 x" in why and "over --longer-within 29.5" in why and "--epochs" in why
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 22.5)[0] == 1.5
+    # 16 minutes hold 1.06 x, but 15.9 epochs round down to the 15 of the search: no longer.
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 16.0, own_epochs=15)
     assert factor == 1
     assert why.startswith("Re-trained for each trial's own epoch budget, not 2 x")
-    assert "over --longer-within 29.5" in why and "--epochs" in why
-    # Two side by side, each run SIDE_BY_SIDE_SLOWDOWN (1.37) times slower: runs of 274 s
-    # (x3) then 548 s (x3), each to the first worker free: one worker ends at 274 + 274 + 548
-    # = 1,096 s, the other at 274 + 548 + 548 = 1,370 s, 22.8 minutes; a tenth of the images:
+    assert "no longer budget fits" in why and "--epochs" in why
+    # Two side by side, each run SIDE_BY_SIDE_SLOWDOWN (1.57) times slower: runs of 314 s
+    # (x3) then 628 s (x3), each to the first worker free: one worker ends at 314 + 314 + 628
+    # = 1,256 s, the other at 314 + 628 + 628 = 1,570 s, 26.2 minutes; a tenth of the images:
     # a tenth.
-    assert retrain.SIDE_BY_SIDE_SLOWDOWN == 1.37
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 22.9)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 22.8)[0] == 1
+    assert retrain.SIDE_BY_SIDE_SLOWDOWN == 1.57
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 26.2)[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 26.1)[0] == 1.99
     assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 3.0)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 2.9)[0] == 1
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 2.9)[0] == 1.93
     assert retrain.final_budget(2, [1e6], 3, 1, 1.0, float("inf"))[0] == 2
     assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 0.0)[0] == 1
     assert retrain.final_budget(2, [100.0, None], 3, 1, 1.0, 0.0) == (2, None)  # no estimate
     assert retrain.final_budget(1, [1e6], 3, 1, 1.0, 0.0) == (1, None)  # nothing longer to choose
+
+
+def test_a_fractional_factor_rounds_each_trials_epochs_down_never_below_its_own():
+    assert retrain.final_epochs(15, 2) == 30
+    assert retrain.final_epochs(15, 1.8) == 27
+    assert retrain.final_epochs(15, 1.66) == 24  # 24.9
+    assert retrain.final_epochs(15, 1.0) == 15
+    assert retrain.final_epochs(10, 1.01) == 10
+    assert retrain.final_epochs(20, 1.05) == 21
 
 
 def test_the_estimate_schedules_the_runs_as_the_workers_take_them():

@@ -46,7 +46,8 @@ def report(
             help=(
                 "Epochs per re-training. Default: each trial's own budget times its space's "
                 "REPORT_EPOCHS_FACTOR (2 for cnn and mlp: 30 epochs for a 15-epoch trial) "
-                "when that fits --longer-within, else each trial's own budget."
+                "when that fits --longer-within, else the longest that fits, at least each "
+                "trial's own budget."
             ),
             show_default=False,
         ),
@@ -55,9 +56,9 @@ def report(
         float,
         typer.Option(
             help=(
-                "Minutes: train for the space's longer budget (see --epochs) only if the "
+                "Minutes: train for the space's longer budget (see --epochs) as far as the "
                 "re-trainings are estimated to take at most this long, from the trials' training "
-                "times in the search. 0: never longer; inf: always."
+                "times in the search. 0: never longer; inf: always the full factor."
             ),
         ),
     ] = 45.0,

@@ -86,7 +86,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     data = DeviceData(split, device, opts.precision)
     runs = len(top) * opts.seeds
     jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
-    factor = 1
+    factor: float = 1
     if opts.epochs is None:
         factor, why = final_budget(
             _epochs_factor(study),
@@ -95,6 +95,14 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
             jobs,
             len(data.train_x) / train_images(study.user_attrs.get("train_limit")),
             opts.longer_within,
+            own_epochs=min(
+                (
+                    int(t.user_attrs["config"]["train"]["epochs"])
+                    for t in top
+                    if "config" in t.user_attrs
+                ),
+                default=1,
+            ),
         )
         if why:
             notes.append(why)
@@ -275,7 +283,7 @@ def _settings(
     split: Split,
     test_images: int,
     jobs: int,
-    epochs_factor: int,
+    epochs_factor: float,
 ) -> Settings:
     return Settings(
         top_requested=opts.top,

@@ -63,10 +63,15 @@ def intro(r: Results) -> list[str]:
     trials = ", ".join(f"{v} {k}" for k, v in st.counts.items() if v)
     if se.epochs:
         budget = f"{epochs(se.epochs)} each"
+    elif se.epochs_factor > 1 and float(se.epochs_factor).is_integer():
+        budget = (
+            f"{se.epochs_factor:g} x each trial's own epoch budget (the {r.study.space} space's "
+            "default; set with --epochs)"
+        )
     elif se.epochs_factor > 1:
         budget = (
-            f"{se.epochs_factor} x each trial's own epoch budget (the {r.study.space} space's "
-            "default; set with --epochs)"
+            f"{se.epochs_factor:g} x each trial's own epoch budget, rounded down (what was "
+            "estimated to fit --longer-within; set with --epochs)"
         )
     else:
         budget = "each trial's own epoch budget"

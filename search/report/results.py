@@ -22,8 +22,9 @@ results.json (one object; every float at full precision; ``null`` where a value 
                     completed trial; pareto_reference: the seed's models at their recorded
                     validation accuracy [{model, objective, val_accuracy}]
     settings    the re-training: top_requested, top (trials re-trained), seeds, epochs (null:
-                each trial's own budget times epochs_factor: the space's REPORT_EPOCHS_FACTOR,
-                2 for cnn and 1 for mlp, where it fits --longer-within, else 1), train_limit,
+                each trial's own budget times epochs_factor, rounded down: the space's
+                REPORT_EPOCHS_FACTOR, 2 for cnn and mlp, where it fits --longer-within, else
+                the largest factor in hundredths estimated to fit, else 1), train_limit,
                 train_images, val_images, test_images,
                 device, precision, jobs (re-trainings at once), normalization {mean, std}
                 (of the training images, pixel / 255), data (the folder the images came from),
@@ -270,7 +271,7 @@ class Settings:
     jobs: int
     normalization: Normalization
     data: str
-    epochs_factor: int = 1  # with epochs null: each trial's own budget times this
+    epochs_factor: float = 1  # with epochs null: each trial's own budget times this (rounded down)
     tta: str = "none"  # test-time augmentation asked for (--tta)
 
 

@@ -92,12 +92,14 @@ def default_jobs(device: torch.device, runs: int) -> int:
 
 
 # Runs side by side (one thread each) train slower than the search's one run with every thread:
-# each run's seconds over its trial's search seconds x 2 epochs factor, averaged over the 3
-# trials of a default study's report: 1.29 on a 2-core Intel Xeon (2026-11-30,
-# benchmarks/results/default_study/) and 1.37 on a 2-core AMD EPYC (2026-12-05,
-# benchmarks/results/default_study_d7b9eb3/, 1.18-1.60 by trial). The larger one
-# (benchmarks/report_estimate.py).
-SIDE_BY_SIDE_SLOWDOWN = 1.37
+# each run's seconds over its trial's search seconds x the epochs factor, averaged over the 3
+# finalists of a default study's report: 1.29 on a 2-core Intel Xeon (2026-11-30,
+# benchmarks/results/default_study/), 1.37 on a 2-core AMD EPYC (2026-12-05,
+# benchmarks/results/default_study_d7b9eb3/) and 1.57 on a 2-core Intel Xeon (2026-12-05,
+# benchmarks/results/default_study_6ac4df5/; 1.38-1.90 by trial). The largest: an estimate
+# that is too long costs a few epochs (``final_budget`` trains as long as fits), one that is too
+# short overruns the user's minutes (benchmarks/report_estimate.py).
+SIDE_BY_SIDE_SLOWDOWN = 1.57
 
 
 def schedule_minutes(run_seconds: Sequence[float], jobs: int) -> float:
@@ -117,34 +119,55 @@ def final_budget(
     jobs: int,
     images_ratio: float,
     within_minutes: float,
-) -> tuple[int, str | None]:
+    own_epochs: int = 15,
+) -> tuple[float, str | None]:
     """The epochs factor a report trains with by default, and a note saying why.
 
     ``factor`` x each trial's own budget (its space's REPORT_EPOCHS_FACTOR) when the re-trainings
-    are estimated to take at most ``within_minutes``, else each trial's own budget. The estimate:
-    each of the ``seeds`` runs of a trial takes its training seconds in the search
-    (``search_seconds``, its whole budget) x ``factor`` x ``images_ratio`` (training images now
-    / in the search), ``SIDE_BY_SIDE_SLOWDOWN`` times longer when ``jobs`` > 1; the runs, trial
-    by trial, go to ``jobs`` workers as each comes free (``schedule_minutes``). Without every
-    trial's seconds there is no estimate, and the factor stands."""
+    are estimated to take at most ``within_minutes``; else the largest factor between 1 and
+    ``factor`` (in hundredths) estimated to fit, and 1 (each trial's own budget) when even that
+    does not. The estimate: each of the ``seeds`` runs of a trial takes its training seconds in
+    the search (``search_seconds``, its whole budget) x the factor x ``images_ratio`` (training
+    images now / in the search), ``SIDE_BY_SIDE_SLOWDOWN`` times longer when ``jobs`` > 1; the
+    runs, trial by trial, go to ``jobs`` workers as each comes free (``schedule_minutes``), so
+    the estimate grows in proportion to the factor. Without every trial's seconds there is no
+    estimate, and the factor stands. ``own_epochs`` (the finalists' budget in the search) only
+    words the note."""
     if factor <= 1:
         return factor, None
     if any(s is None or not math.isfinite(s) for s in search_seconds):
         return factor, None
     slowdown = SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0
-    runs = [s * factor * images_ratio * slowdown for s in search_seconds if s is not None]
-    minutes = schedule_minutes([r for r in runs for _ in range(seeds)], jobs)
-    if minutes <= within_minutes:
+    runs = [s * images_ratio * slowdown for s in search_seconds if s is not None]
+    per_factor = schedule_minutes([r for r in runs for _ in range(seeds)], jobs)
+    full = per_factor * factor
+    source = "from the trials' training times in the search"
+    if full <= within_minutes:
         return factor, (
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
-            f"{minutes:.0f} min from the trials' training times in the search, within "
-            f"--longer-within {within_minutes:g}."
+            f"{full:.0f} min {source}, within --longer-within {within_minutes:g}."
+        )
+    fits = math.floor(within_minutes / per_factor * 100) / 100 if per_factor > 0 else factor
+    if fits > 1 and final_epochs(own_epochs, fits) > own_epochs:
+        return fits, (
+            f"Re-trained for {fits:g} x each trial's own epoch budget "
+            f"({final_epochs(own_epochs, fits)} epochs for a {own_epochs}-epoch trial), not "
+            f"{factor} x: that was estimated at {full:.0f} min {source}, over --longer-within "
+            f"{within_minutes:g}; {fits:g} x is the longest estimated to fit (about "
+            f"{per_factor * fits:.0f} min). Pass a larger --longer-within, or --epochs, to train "
+            "longer."
         )
     return 1, (
         f"Re-trained for each trial's own epoch budget, not {factor} x: that was estimated at "
-        f"{minutes:.0f} min from the trials' training times in the search, over --longer-within "
-        f"{within_minutes:g} (pass a larger --longer-within, or --epochs, to train longer)."
+        f"{full:.0f} min {source}, over --longer-within {within_minutes:g}, and no longer "
+        "budget fits (pass a larger --longer-within, or --epochs, to train longer)."
     )
+
+
+def final_epochs(own: int, factor: float) -> int:
+    """Epochs of a re-training at ``factor`` x a trial's own budget ``own``: rounded down, never
+    fewer than ``own``."""
+    return max(own, math.floor(own * factor + 1e-9))
 
 
 def _label(t: FrozenTrial) -> str:
@@ -153,10 +176,11 @@ def _label(t: FrozenTrial) -> str:
 
 
 def plan(
-    top: Sequence[FrozenTrial], opts: ReportOptions, study_seed: int, epochs_factor: int = 1
+    top: Sequence[FrozenTrial], opts: ReportOptions, study_seed: int, epochs_factor: float = 1
 ) -> tuple[list[ModelResult], list[Retraining]]:
     """A result entry per trial (no runs yet) and every run to train, ``opts.seeds`` per trial,
-    each for ``opts.epochs``, else ``epochs_factor`` x the trial's own epoch budget."""
+    each for ``opts.epochs``, else ``epochs_factor`` x the trial's own epoch budget (rounded
+    down)."""
     entries: list[ModelResult] = []
     tasks: list[Retraining] = []
     total = len(top) * opts.seeds
@@ -167,7 +191,11 @@ def plan(
                 "tool?); report on a study made by `fmnist-search run`"
             )
         cfg = RunConfig.from_dict(t.user_attrs["config"])
-        epochs = opts.epochs if opts.epochs is not None else cfg.train.epochs * epochs_factor
+        epochs = (
+            opts.epochs
+            if opts.epochs is not None
+            else final_epochs(cfg.train.epochs, epochs_factor)
+        )
         if epochs != cfg.train.epochs:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         n_params = count_parameters(build_model(cfg.model))
@@ -340,7 +368,7 @@ def retrain(
     progress: RetrainProgress,
     notes: list[str],
     jobs: int,
-    epochs_factor: int = 1,
+    epochs_factor: float = 1,
 ) -> tuple[list[ModelResult], list[Trained]]:
     """Train every trial ``opts.seeds`` times from scratch; validation and train scores only."""
     entries, tasks = plan(top, opts, study_seed, epochs_factor)
