@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/final_recipe.py [--trials 98,2] [--seeds 3] [--epochs 30]
         [--study-dir benchmarks/results/default_study_d7b9eb3] [--ema 0.999] [--train-limit N]
+        [--crop-pads 0,2]
 
 Re-trains trials of a default cnn study (their parameters read from the study's committed
 ``trials.csv``) as ``report`` does (the full stratified 50k/10k split, each trial's recipe for
@@ -15,6 +16,10 @@ validation and the test split, from the same training run:
 - ``ema``: an exponential moving average of the weights and batch-norm statistics, updated
   after every optimizer step (``torch.optim.swa_utils.AveragedModel``, decay ``--ema``);
 - ``ema+flip``: both.
+
+``--crop-pads`` re-trains each trial once per listed random-crop padding instead of its own
+(``0,2``: without random crops and with up to 2-pixel shifts), to see whether a recipe the
+search chose at its shorter horizon would gain from augmentation at the report's.
 
 Seeds are interleaved so that machine noise hits every trial alike. Prints mean +- std over
 seeds and writes benchmarks/results/final_recipe.csv.
@@ -80,10 +85,15 @@ def main() -> None:
         "--study-dir", type=Path, default=RESULTS / "default_study_d7b9eb3", help="has trials.csv"
     )
     ap.add_argument("--train-limit", type=int, default=None, help="a stratified subset (all)")
+    ap.add_argument(
+        "--crop-pads", default="", help="re-train each trial at these crop paddings (its own)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "final_recipe.csv")
     args = ap.parse_args()
     numbers = [int(n) for n in args.trials.split(",")]
     configs = trial_configs(args.study_dir, numbers)
+    pads = [int(p) for p in args.crop_pads.split(",") if p.strip()] or [None]
+    arms = [(n, configs[n].train.crop_pad if p is None else p) for n in numbers for p in pads]
 
     # The EMA is updated after every optimizer step: wrap the one place that makes optimizers.
     averaged: list[torch.optim.swa_utils.AveragedModel] = []
@@ -113,10 +123,11 @@ def main() -> None:
     )
     rows = []
     for seed in range(args.seeds):
-        for n in numbers:
+        for n, pad in arms:
             config = configs[n]
             run = dataclasses.replace(
-                config, train=dataclasses.replace(config.train, epochs=args.epochs)
+                config,
+                train=dataclasses.replace(config.train, epochs=args.epochs, crop_pad=pad),
             )
             averaged.clear()
             began = time.perf_counter()
@@ -131,6 +142,7 @@ def main() -> None:
                 rows.append(
                     {
                         "trial": n,
+                        "crop_pad": pad,
                         "epochs": args.epochs,
                         "seed": seed,
                         "way": way,
@@ -144,21 +156,21 @@ def main() -> None:
                     }
                 )
                 print(
-                    f"  trial {n:3d} seed {seed} {way:9s}: val {val['accuracy']:.4f}"
+                    f"  trial {n:3d} crop {pad} seed {seed} {way:9s}: val {val['accuracy']:.4f}"
                     f" test {test['accuracy']:.4f} ({seconds:.0f} s)",
                     flush=True,
                 )
             write_csv(rows, args.out)
 
-    print(f"\n{'trial':>5s} {'way':9s} {'val accuracy':>17s} {'test accuracy':>17s}")
-    for n in numbers:
+    print(f"\n{'trial':>5s} {'crop':>4s} {'way':9s} {'val accuracy':>17s} {'test accuracy':>17s}")
+    for n, pad in arms:
         for way in WAYS:
-            got = [r for r in rows if r["trial"] == n and r["way"] == way]
+            got = [r for r in rows if (r["trial"], r["crop_pad"], r["way"]) == (n, pad, way)]
 
             def ms(key: str, got=got) -> str:
                 return mean_std([r[key] for r in got])
 
-            print(f"{n:5d} {way:9s} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}")
+            print(f"{n:5d} {pad:4d} {way:9s} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}")
     write_csv(rows, args.out)
 
 
