@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/final_recipe.py [--trials 98,2] [--seeds 3] [--epochs 30]
         [--study-dir benchmarks/results/default_study_d7b9eb3] [--ema 0.999] [--train-limit N]
-        [--crop-pads 0,2]
+        [--crop-pads 0,2] [--summarize]
 
 Re-trains trials of a default cnn study (their parameters read from the study's committed
 ``trials.csv``) as ``report`` does (the full stratified 50k/10k split, each trial's recipe for
@@ -22,7 +22,8 @@ validation and the test split, from the same training run:
 search chose at its shorter horizon would gain from augmentation at the report's.
 
 Seeds are interleaved so that machine noise hits every trial alike. Prints mean +- std over
-seeds and writes benchmarks/results/final_recipe.csv.
+seeds and writes benchmarks/results/final_recipe.csv (after every run, so a run cut short keeps
+what finished; ``--summarize`` prints the table of an ``--out`` file without training).
 """
 
 from __future__ import annotations
@@ -89,7 +90,14 @@ def main() -> None:
         "--crop-pads", default="", help="re-train each trial at these crop paddings (its own)"
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "final_recipe.csv")
+    ap.add_argument(
+        "--summarize", action="store_true", help="print the table of --out's runs; train nothing"
+    )
     args = ap.parse_args()
+    if args.summarize:
+        with open(args.out, newline="") as f:
+            table(list(csv.DictReader(f)))
+        return
     numbers = [int(n) for n in args.trials.split(",")]
     configs = trial_configs(args.study_dir, numbers)
     pads = [int(p) for p in args.crop_pads.split(",") if p.strip()] or [None]
@@ -162,16 +170,28 @@ def main() -> None:
                 )
             write_csv(rows, args.out)
 
+    table(rows)
+    write_csv(rows, args.out)
+
+
+def table(rows: list[dict]) -> None:
+    """Mean +- std over seeds of each (trial, crop padding, way) in ``rows``."""
     print(f"\n{'trial':>5s} {'crop':>4s} {'way':9s} {'val accuracy':>17s} {'test accuracy':>17s}")
+    arms = dict.fromkeys((int(r["trial"]), int(r["crop_pad"])) for r in rows)
     for n, pad in arms:
         for way in WAYS:
-            got = [r for r in rows if (r["trial"], r["crop_pad"], r["way"]) == (n, pad, way)]
+            got = [
+                r for r in rows if (int(r["trial"]), int(r["crop_pad"]), r["way"]) == (n, pad, way)
+            ]
+            seeds = len(got)
 
             def ms(key: str, got=got) -> str:
-                return mean_std([r[key] for r in got])
+                return mean_std([float(r[key]) for r in got])
 
-            print(f"{n:5d} {pad:4d} {way:9s} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}")
-    write_csv(rows, args.out)
+            print(
+                f"{n:5d} {pad:4d} {way:9s} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}"
+                f"  ({seeds} seed{'s' if seeds != 1 else ''})"
+            )
 
 
 if __name__ == "__main__":
