@@ -147,11 +147,12 @@ def final_budget(
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
             f"{full:.0f} min {source}, within --longer-within {within_minutes:g}."
         )
-    fits = math.floor(within_minutes / per_factor * 100) / 100 if per_factor > 0 else factor
-    if fits > 1 and final_epochs(own_epochs, fits) > own_epochs:
+    fits = math.floor(within_minutes / per_factor * 100) / 100  # per_factor > 0: full > within
+    longer = final_epochs(own_epochs, fits)
+    if longer > own_epochs:
         return fits, (
             f"Re-trained for {fits:g} x each trial's own epoch budget "
-            f"({final_epochs(own_epochs, fits)} epochs for a {own_epochs}-epoch trial), not "
+            f"({longer} epochs for a {own_epochs}-epoch trial), not "
             f"{factor} x: that was estimated at {full:.0f} min {source}, over --longer-within "
             f"{within_minutes:g}; {fits:g} x is the longest estimated to fit (about "
             f"{per_factor * fits:.0f} min). Pass a larger --longer-within, or --epochs, to train "
