@@ -1,4 +1,6 @@
-"""How well `report` estimates its re-training time: the figures behind SIDE_BY_SIDE_SLOWDOWN.
+"""How well the search-seconds rule estimates a report's re-training time: the figures behind
+SIDE_BY_SIDE_SLOWDOWN (the rule a report falls back on where a probe diverges; the probe itself:
+report_probe.py).
 
     .venv/bin/python benchmarks/report_estimate.py
 
@@ -21,7 +23,12 @@ import json
 from _common import RESULTS
 
 from search.report.options import ReportOptions
-from search.report.retrain import SIDE_BY_SIDE_SLOWDOWN, final_budget, final_epochs
+from search.report.retrain import (
+    SIDE_BY_SIDE_SLOWDOWN,
+    final_budget,
+    final_epochs,
+    search_estimate,
+)
 
 STUDIES = (
     ("default_study", "2-core Intel Xeon, 2026-11-30"),
@@ -53,7 +60,8 @@ def main() -> None:
                 f"runs {', '.join(f'{r:.0f}' for r in runs)} s, slowdown {ratio:.2f}"
             )
         seeds = len(res["models"][0]["runs"])
-        _, why = final_budget(factor, search, seeds, 2, 1.0, float("inf"))
+        runs = search_estimate(search, 1.0, 2)  # two runs side by side, the full split
+        _, why = final_budget(factor, runs, seeds, 2, float("inf"))
         lines.append(
             f"{folder}: mean slowdown {sum(ratios) / len(ratios):.2f}; re-training took "
             f"{res['seconds'] / 60:.1f} min at {res['models'][0]['epochs']} epochs; at 2 x: {why}"
@@ -61,7 +69,7 @@ def main() -> None:
         within = ReportOptions(study="-").longer_within
         own = int(search_epochs[int(res["models"][0]["trial"])])
         took = res["seconds"] / 60 / (int(res["models"][0]["epochs"]) / own)  # per x own budget
-        chosen, why = final_budget(factor, search, seeds, 2, 1.0, within, own_epochs=own)
+        chosen, why = final_budget(factor, runs, seeds, 2, within, own_epochs=own)
         epochs = final_epochs(own, chosen)
         lines.append(
             f"{folder} at --longer-within {within:g}: {why} At {epochs} epochs the measured "

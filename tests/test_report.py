@@ -565,41 +565,82 @@ def test_without_epochs_the_report_trains_what_fits_longer_within_and_says_so(ti
     )
     why = [n for n in res["notes"] if n.startswith("Re-trained for each trial's own epoch budget")]
     assert why and "over --longer-within 0" in why[0] and "no longer budget fits" in why[0]
+    assert "by timing each finalist here" in why[0]  # probed before training (probe.py)
     assert why[0] in (out / "report.md").read_text()
+    # What was estimated for each run, beside what its runs took (benchmarks/report_probe.py).
+    assert model["estimated_seconds"] > 0 and model["runs"][0]["seconds"] > 0
+
+
+def test_without_a_probe_the_estimate_comes_from_the_search_and_says_so(tiny, monkeypatch):
+    """A finalist whose probe diverged: the runs are estimated from the trials' seconds in the
+    search instead; with --longer-within inf nothing is probed or estimated."""
+    study = studies.load("cnn", tiny.url)
+    top = studies.best_trials(study, 2)
+    device_data = training.DeviceData(data.load_split(train_limit=1000), torch.device("cpu"))
+    opts = options.ReportOptions(study="cnn", train_limit=1000, longer_within=0)
+    progress = RetrainProgress(quiet=True)
+
+    monkeypatch.setattr(compute_module, "probe_finalists", lambda f, *a: [None] * len(f))
+    factor, why, per_epoch = compute_module._default_budget(
+        study, top, opts, device_data, 42, 1, progress
+    )
+    assert factor == 1 and "from the trials' training times in the search" in why
+    assert "a finalist's probe diverged" in why
+    ratio = 1000 / 2000  # the report's training images over the search's
+    for t in top:
+        own = t.user_attrs["config"]["train"]["epochs"]
+        assert per_epoch[t.number] == pytest.approx(t.user_attrs["seconds"] * ratio / own)
+
+    def probed(*args):
+        raise AssertionError("probed without a finite --longer-within")
+
+    monkeypatch.setattr(compute_module, "probe_finalists", probed)
+    unbounded = dataclasses.replace(opts, longer_within=float("inf"))
+    assert compute_module._default_budget(study, top, unbounded, device_data, 42, 1, progress) == (
+        2,
+        None,
+        {},
+    )
 
 
 def test_the_longer_final_training_is_the_default_only_when_it_fits_longer_within():
-    """2 x the search budget when the estimate (search seconds x factor x seeds x image ratio,
-    shared by the runs side by side, each slower than alone) is within --longer-within minutes;
-    else the largest factor in hundredths that fits, down to the trials' own budget; no
-    estimate without every trial's seconds; a note says which and why."""
-    # 100 + 200 s in the search, x2, x3 seeds, one run at a time: 30 minutes.
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 30.0)
-    assert factor == 2 and "estimated at 30 min" in why and "within --longer-within 30" in why
+    """2 x the search budget when the estimate (each run's estimated seconds x factor x seeds,
+    shared by the workers) is within --longer-within minutes; else the largest factor in
+    hundredths that fits, down to the trials' own budget; no estimate without every trial's
+    seconds; a note says which, why and where the estimate came from."""
+    # Runs of 100 + 200 s at the own budget, x2, x3 seeds, one at a time: 30 minutes.
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 30.0, source="by timing")
+    assert factor == 2 and "estimated at 30 min by timing" in why
+    assert "within --longer-within 30" in why
     # 15 minutes per unit of factor: 29.5 minutes hold 1.96 x (29.4 min), 29 epochs of 15.
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 29.5, own_epochs=15)
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 29.5, own_epochs=15)
     assert factor == 1.96
     assert why.startswith("Re-trained for 1.96 x each trial's own epoch budget (29 epochs for a")
     assert "not 2 x" in why and "over --longer-within 29.5" in why and "--epochs" in why
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 22.5)[0] == 1.5
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 22.5)[0] == 1.5
     # 16 minutes hold 1.06 x, but 15.9 epochs round down to the 15 of the search: no longer.
-    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 16.0, own_epochs=15)
+    factor, why = retrain.final_budget(2, [100.0, 200.0], 3, 1, 16.0, own_epochs=15)
     assert factor == 1
     assert why.startswith("Re-trained for each trial's own epoch budget, not 2 x")
     assert "no longer budget fits" in why and "--epochs" in why
-    # Two side by side, each run SIDE_BY_SIDE_SLOWDOWN (1.57) times slower: runs of 314 s
-    # (x3) then 628 s (x3), each to the first worker free: one worker ends at 314 + 314 + 628
-    # = 1,256 s, the other at 314 + 628 + 628 = 1,570 s, 26.2 minutes; a tenth of the images:
-    # a tenth.
+    # Two workers: runs of 200 s (x3) then 400 s (x3), each to the first worker free: one
+    # ends at 200 + 200 + 400 = 800 s, the other at 200 + 400 + 400 = 1,000 s (16.7 min).
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 16.7)[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 16.6)[0] == 1.99
+    assert retrain.final_budget(2, [1e6], 3, 1, float("inf"))[0] == 2
+    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.0)[0] == 1
+    assert retrain.final_budget(2, [100.0, None], 3, 1, 0.0) == (2, None)  # no estimate
+    assert retrain.final_budget(1, [1e6], 3, 1, 0.0) == (1, None)  # nothing longer to choose
+
+
+def test_the_fallback_estimate_scales_the_search_seconds():
+    """Where a finalist cannot be timed, its run is estimated from its seconds in the search,
+    x the ratio of training images, SIDE_BY_SIDE_SLOWDOWN (1.57) times longer side by side."""
     assert retrain.SIDE_BY_SIDE_SLOWDOWN == 1.57
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 26.2)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 2, 1.0, 26.1)[0] == 1.99
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 3.0)[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 0.1, 2.9)[0] == 1.93
-    assert retrain.final_budget(2, [1e6], 3, 1, 1.0, float("inf"))[0] == 2
-    assert retrain.final_budget(2, [100.0, 200.0], 3, 1, 1.0, 0.0)[0] == 1
-    assert retrain.final_budget(2, [100.0, None], 3, 1, 1.0, 0.0) == (2, None)  # no estimate
-    assert retrain.final_budget(1, [1e6], 3, 1, 1.0, 0.0) == (1, None)  # nothing longer to choose
+    assert retrain.search_estimate([100.0, 200.0], 1.0, 1) == [100.0, 200.0]
+    assert retrain.search_estimate([100.0, 200.0], 0.1, 1) == pytest.approx([10.0, 20.0])
+    assert retrain.search_estimate([100.0], 1.0, 2) == pytest.approx([157.0])
+    assert retrain.search_estimate([100.0, None, float("nan")], 1.0, 2)[1:] == [None, None]
 
 
 def test_a_fractional_factor_rounds_each_trials_epochs_down_never_below_its_own():

@@ -57,8 +57,9 @@ def report(
         typer.Option(
             help=(
                 "Minutes: train for the space's longer budget (see --epochs) as far as the "
-                "re-trainings are estimated to take at most this long, from the trials' training "
-                "times in the search. 0: never longer; inf: always the full factor."
+                "re-trainings are estimated to take at most this long, by timing each finalist "
+                "for a few dozen steps first (about 20 s). 0: never longer; inf: always the "
+                "full factor, untimed."
             ),
         ),
     ] = 45.0,

@@ -6,6 +6,7 @@ is chosen by validation loss, so the test set plays no part in any choice.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from search.checkpoint import package_version
 from search.data import CLASSES, Split, load_split, load_test, train_images
 from search.errors import UserError
 from search.report.options import ReportOptions, check_out, out_dir
+from search.report.probe import probe_finalists
 from search.report.progress import RetrainProgress
 from search.report.reference import pareto_references, reference_rows
 from search.report.results import (
@@ -34,7 +36,13 @@ from search.report.results import (
     StudyFacts,
     TestNumbers,
 )
-from search.report.retrain import Trained, default_jobs, final_budget, retrain
+from search.report.retrain import (
+    Trained,
+    default_jobs,
+    final_budget,
+    retrain,
+    search_estimate,
+)
 from search.report.stats import summarize
 from search.report.study import importances, optimization_history
 from search.report.text import plural
@@ -46,6 +54,7 @@ from search.training import (
     for_inference,
     normalize,
     resolve_device,
+    tta_for,
     versions,
 )
 
@@ -87,27 +96,16 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
     runs = len(top) * opts.seeds
     jobs = min(opts.jobs, runs) if opts.jobs else default_jobs(device, runs)
     factor: float = 1
+    per_epoch: dict[int, float] = {}
     if opts.epochs is None:
-        factor, why = final_budget(
-            _epochs_factor(study),
-            [t.user_attrs.get("seconds") for t in top],
-            opts.seeds,
-            jobs,
-            len(data.train_x) / train_images(study.user_attrs.get("train_limit")),
-            opts.longer_within,
-            own_epochs=min(
-                (
-                    int(t.user_attrs["config"]["train"]["epochs"])
-                    for t in top
-                    if "config" in t.user_attrs
-                ),
-                default=1,
-            ),
-        )
+        factor, why, per_epoch = _default_budget(study, top, opts, data, study_seed, jobs, progress)
         if why:
             notes.append(why)
             progress.note(why)
     models, trained = retrain(top, opts, data, study_seed, progress, notes, jobs, factor)
+    for entry in models:
+        if entry.trial in per_epoch:
+            entry.estimated_seconds = round(per_epoch[entry.trial] * entry.epochs, 1)
 
     # Only now, with every model trained, is the test split read.
     test_images = _score_on_test(trained, opts, data, progress)
@@ -236,6 +234,63 @@ def _study_facts(study: optuna.Study, opts: ReportOptions, study_seed: int) -> S
         importances_note=imp_note,
         **_pareto(study),
     )
+
+
+def _default_budget(
+    study: optuna.Study,
+    top: Sequence[FrozenTrial],
+    opts: ReportOptions,
+    data: DeviceData,
+    study_seed: int,
+    jobs: int,
+    progress: RetrainProgress,
+) -> tuple[float, str | None, dict[int, float]]:
+    """Without --epochs: the epochs factor (``retrain.final_budget``), the note saying why, and
+    each finalist's estimated seconds per epoch of one run (by trial; empty without estimate).
+
+    The runs are estimated by timing each finalist here first (``search.report.probe``), as the
+    report will train it; where a probe diverged, from the trials' seconds in the search."""
+    factor = _epochs_factor(study)
+    configs = [t.user_attrs.get("config") for t in top]
+    if factor <= 1 or not math.isfinite(opts.longer_within) or None in configs:
+        return factor, None, {}  # nothing to choose (a trial without a config fails in plan)
+    own = [int(c["train"]["epochs"]) for c in configs]
+    n_train, n_val = len(data.train_x), len(data.val_x)
+    progress.say(f"timing {plural(len(top), 'finalist')} to choose the epoch budget")
+    started = time.monotonic()
+    probes = probe_finalists(
+        [(c, tta_for(RunConfig.from_dict(c), opts.tta)) for c in configs],
+        opts,
+        data,
+        study_seed,
+        jobs,
+        progress.say,
+    )
+    if all(p is not None for p in probes):
+        epoch = [
+            p.epoch_seconds(int(c["train"]["batch_size"]), n_train, n_val)
+            for p, c in zip(probes, configs, strict=True)
+            if p is not None
+        ]
+        runs: list[float | None] = [
+            o * e + p.scoring_seconds(n_train, n_val)
+            for o, e, p in zip(own, epoch, probes, strict=True)
+            if p is not None
+        ]
+        source = (
+            f"by timing each finalist here for {time.monotonic() - started:.0f} s "
+            f"({plural(jobs, 'run')} at a time)"
+        )
+    else:
+        images_ratio = n_train / train_images(study.user_attrs.get("train_limit"))
+        runs = search_estimate([t.user_attrs.get("seconds") for t in top], images_ratio, jobs)
+        epoch = [r / o if r is not None else math.nan for r, o in zip(runs, own, strict=True)]
+        source = "from the trials' training times in the search (a finalist's probe diverged)"
+    chosen, why = final_budget(
+        factor, runs, opts.seeds, jobs, opts.longer_within, own_epochs=min(own), source=source
+    )
+    per_epoch = {t.number: e for t, e in zip(top, epoch, strict=True) if math.isfinite(e)}
+    return chosen, why, per_epoch
 
 
 def _epochs_factor(study: optuna.Study) -> int:

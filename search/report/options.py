@@ -22,7 +22,7 @@ class ReportOptions:
     top: int = 3  # best completed trials to re-train (fewer if the study has fewer)
     seeds: int = 3  # re-trainings per trial, each from scratch with its own seed
     epochs: int | None = None  # None = each trial's own budget x its space's REPORT_EPOCHS_FACTOR
-    # ... when that is estimated to take at most this many minutes, else each trial's own budget
+    # ... as far as that is estimated to take at most this many minutes (search/report/probe.py)
     longer_within: float = 45.0
     out: str | Path | None = None  # None = reports/STUDY
     train_limit: int | None = None  # stratified subset of the 50k training images (quick runs)

@@ -40,6 +40,8 @@ results.json (one object; every float at full precision; ``null`` where a value 
         tta         test-time augmentation its train, val and test scores were made with:
                     "flip" (each image and its mirror image, predictions averaged; models
                     that trained with random flips, under --tta flip) or "none"
+        estimated_seconds  each run's training seconds as estimated before it trained, to
+                    choose the epochs (no --epochs; search/report/probe.py); null if none
         runs        one per seed that trained: {seed, precision, seconds, history: [{epoch,
                     train_loss, train_accuracy, val_loss (plain cross-entropy),
                     val_accuracy, seconds}] (as trained, without test-time augmentation),
@@ -182,6 +184,9 @@ class ModelResult:
     epochs: int
     n_params: int
     tta: str = "none"  # test-time augmentation its runs were scored with: "flip" or "none"
+    # Each run's training seconds as estimated before it trained, to choose the epochs (no
+    # --epochs; compare with its runs' seconds); None when not estimated.
+    estimated_seconds: float | None = None
     runs: list[Run] = field(default_factory=list)
     failed_runs: list[FailedRun] = field(default_factory=list)
     summary: Summary | None = None  # set once the runs are scored on the test set

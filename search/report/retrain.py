@@ -98,8 +98,22 @@ def default_jobs(device: torch.device, runs: int) -> int:
 # benchmarks/results/default_study_d7b9eb3/) and 1.57 on a 2-core Intel Xeon (2026-12-05,
 # benchmarks/results/default_study_6ac4df5/; 1.38-1.90 by trial). The largest: an estimate
 # that is too long costs a few epochs (``final_budget`` trains as long as fits), one that is too
-# short overruns the user's minutes (benchmarks/report_estimate.py).
+# short overruns the user's minutes (benchmarks/report_estimate.py). Used only where a finalist
+# cannot be timed here (``search.report.probe``).
 SIDE_BY_SIDE_SLOWDOWN = 1.57
+
+
+def search_estimate(
+    search_seconds: Sequence[float | None], images_ratio: float, jobs: int
+) -> list[float | None]:
+    """Each run's seconds at its trial's own budget, from the trial's training seconds in the
+    search (its whole budget) x ``images_ratio`` (training images now / in the search),
+    ``SIDE_BY_SIDE_SLOWDOWN`` times longer when ``jobs`` > 1; None where a trial has none."""
+    slowdown = SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0
+    return [
+        s * images_ratio * slowdown if s is not None and math.isfinite(s) else None
+        for s in search_seconds
+    ]
 
 
 def schedule_minutes(run_seconds: Sequence[float], jobs: int) -> float:
@@ -114,38 +128,36 @@ def schedule_minutes(run_seconds: Sequence[float], jobs: int) -> float:
 
 def final_budget(
     factor: int,
-    search_seconds: Sequence[float | None],
+    run_seconds: Sequence[float | None],
     seeds: int,
     jobs: int,
-    images_ratio: float,
     within_minutes: float,
     own_epochs: int = 15,
+    source: str = "from the trials' training times in the search",
 ) -> tuple[float, str | None]:
     """The epochs factor a report trains with by default, and a note saying why.
 
     ``factor`` x each trial's own budget (its space's REPORT_EPOCHS_FACTOR) when the re-trainings
     are estimated to take at most ``within_minutes``; else the largest factor between 1 and
     ``factor`` (in hundredths) estimated to fit, and 1 (each trial's own budget) when even that
-    does not. The estimate: each of the ``seeds`` runs of a trial takes its training seconds in
-    the search (``search_seconds``, its whole budget) x the factor x ``images_ratio`` (training
-    images now / in the search), ``SIDE_BY_SIDE_SLOWDOWN`` times longer when ``jobs`` > 1; the
-    runs, trial by trial, go to ``jobs`` workers as each comes free (``schedule_minutes``), so
-    the estimate grows in proportion to the factor. Without every trial's seconds there is no
-    estimate, and the factor stands. ``own_epochs`` (the finalists' budget in the search) only
-    words the note."""
+    does not. The estimate: each of the ``seeds`` runs of a trial takes ``run_seconds`` (the
+    estimated seconds of one run at the trial's own budget, as the report will train it: from a
+    probe, or ``search_estimate``) x the factor; the runs, trial by trial, go to ``jobs`` workers
+    as each comes free (``schedule_minutes``), so the estimate grows in proportion to the factor.
+    Without every trial's estimate the factor stands. ``own_epochs`` (the finalists' budget in
+    the search) and ``source`` (where the estimate comes from) only word the note."""
     if factor <= 1:
         return factor, None
-    if any(s is None or not math.isfinite(s) for s in search_seconds):
+    if any(s is None or not math.isfinite(s) for s in run_seconds):
         return factor, None
-    slowdown = SIDE_BY_SIDE_SLOWDOWN if jobs > 1 else 1.0
-    runs = [s * images_ratio * slowdown for s in search_seconds if s is not None]
-    per_factor = schedule_minutes([r for r in runs for _ in range(seeds)], jobs)
+    per_factor = schedule_minutes(
+        [s for s in run_seconds if s is not None for _ in range(seeds)], jobs
+    )
     full = per_factor * factor
-    source = "from the trials' training times in the search"
     if full <= within_minutes:
         return factor, (
             f"Re-trained for {factor} x each trial's own epoch budget: estimated at "
-            f"{full:.0f} min {source}, within --longer-within {within_minutes:g}."
+            f"{_minutes(full)} min {source}, within --longer-within {within_minutes:g}."
         )
     fits = math.floor(within_minutes / per_factor * 100) / 100  # per_factor > 0: full > within
     longer = final_epochs(own_epochs, fits)
@@ -153,16 +165,20 @@ def final_budget(
         return fits, (
             f"Re-trained for {fits:g} x each trial's own epoch budget "
             f"({longer} epochs for a {own_epochs}-epoch trial), not "
-            f"{factor} x: that was estimated at {full:.0f} min {source}, over --longer-within "
-            f"{within_minutes:g}; {fits:g} x is the longest estimated to fit (about "
-            f"{per_factor * fits:.0f} min). Pass a larger --longer-within, or --epochs, to train "
-            "longer."
+            f"{factor} x: that was estimated at {_minutes(full)} min {source}, over "
+            f"--longer-within {within_minutes:g}; {fits:g} x is the longest estimated to fit "
+            f"(about {_minutes(per_factor * fits)} min). Pass a larger --longer-within, or "
+            "--epochs, to train longer."
         )
     return 1, (
         f"Re-trained for each trial's own epoch budget, not {factor} x: that was estimated at "
-        f"{full:.0f} min {source}, over --longer-within {within_minutes:g}, and no longer "
+        f"{_minutes(full)} min {source}, over --longer-within {within_minutes:g}, and no longer "
         "budget fits (pass a larger --longer-within, or --epochs, to train longer)."
     )
+
+
+def _minutes(m: float) -> str:
+    return f"{m:.1f}" if m < 9.95 else f"{m:.0f}"  # "0.4 min" for a quick report, not "0 min"
 
 
 def final_epochs(own: int, factor: float) -> int:
