@@ -27,7 +27,7 @@ import json
 import statistics
 import time
 
-from _common import RESULTS
+from _common import RESULTS, write_csv
 
 from search.data import load_split
 from search.report.options import ReportOptions
@@ -208,10 +208,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (RESULTS / "report_probe.txt").write_text(text + "\n")
-    with open(RESULTS / "report_probe.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, RESULTS / "report_probe.csv")
 
 
 if __name__ == "__main__":
