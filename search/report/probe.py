@@ -8,7 +8,8 @@ steps where the report will train it: in ``jobs`` workers side by side (each wor
 finalist in the same order, so that each is timed while the others' probes load the machine as
 the re-trainings will), or in this process when ``jobs`` is 1. About 25 seconds for 3
 finalists on a 2-core CPU, workers' start included; each run's estimate came within 0.91-1.03
-of its seconds (benchmarks/report_probe.py).
+of its seconds in runs right after it (benchmarks/report_probe.py), and the runs of a 45-minute
+report took 1.08-1.17x their estimates (the machine's speed varies over minutes; README).
 """
 
 from __future__ import annotations
