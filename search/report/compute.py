@@ -266,16 +266,15 @@ def _default_budget(
         jobs,
         progress.say,
     )
-    if all(p is not None for p in probes):
+    timed = [p for p in probes if p is not None]
+    if len(timed) == len(probes):
         epoch = [
             p.epoch_seconds(int(c["train"]["batch_size"]), n_train, n_val)
-            for p, c in zip(probes, configs, strict=True)
-            if p is not None
+            for p, c in zip(timed, configs, strict=True)
         ]
         runs: list[float | None] = [
             o * e + p.scoring_seconds(n_train, n_val)
-            for o, e, p in zip(own, epoch, probes, strict=True)
-            if p is not None
+            for o, e, p in zip(own, epoch, timed, strict=True)
         ]
         source = (
             f"by timing each finalist here for {time.monotonic() - started:.0f} s "
