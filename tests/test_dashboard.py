@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -362,8 +361,9 @@ def test_dashboard_command_serves_the_api(empty_db, tmp_path):
 # --- in a real browser ------------------------------------------------------------------------
 
 
-def chrome():
-    """Headless Chromium through Debian's chromedriver (scripts/test.sh installs both)."""
+def chrome(profile: Path):
+    """Headless Chromium through Debian's chromedriver (scripts/test.sh installs both), with its
+    profile in ``profile`` (a test's tmp_path, so that pytest removes it with the rest)."""
     from selenium import webdriver
 
     assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
@@ -381,7 +381,7 @@ def chrome():
         "--disable-background-networking",
         "--disable-dev-shm-usage",
         "--no-first-run",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='fmnist-chromium-')}",
+        f"--user-data-dir={profile}",
         "--window-size=1400,1000",
     ):
         options.add_argument(arg)
@@ -411,7 +411,7 @@ def test_the_browser_shows_the_study_its_trials_and_their_artifacts(tiny, tmp_pa
     study = tiny.load()
     best = study.best_trial
     metas = get_all_artifact_meta(best, storage=study._storage)
-    driver = chrome()
+    driver = chrome(tmp_path / "chromium-profile")
     try:
         with serving(tiny.url) as base:
             wait = WebDriverWait(driver, 60, poll_frequency=0.2)
