@@ -96,6 +96,8 @@ def main() -> None:
     split = load_split(seed=42, train_limit=args.train_limit)
     n = len(split.train_y)
     machine = cpu_name()
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)}; {machine}"
     print(
         f"training images per second, {n} train + {len(split.val_y)} val images per run, "
         f"batch {BATCH}, {args.threads} threads, {device}, torch {torch.__version__}, {machine}"

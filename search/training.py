@@ -4,11 +4,13 @@ The split lives as normalised float tensors on the device ([N, 1, 28, 28]); ever
 fresh permutation with ``randperm`` and slices batches from it, augmenting a batch at a time.
 Evaluation is a pure ``no_grad`` function that returns numbers.
 
-Speed: where the hardware computes bfloat16 natively (CUDA GPUs, CPUs with AVX512-BF16 or AMX),
-the default precision ``auto`` trains CNNs (and, on a GPU, every model) under bf16 autocast in
-``channels_last`` layout; weights and the optimizer stay float32. Small MLPs on a CPU stay in
-float32, where autocast's casts cost more than they save. ``compile=True`` wraps the model in
-``torch.compile``. ``benchmarks/throughput.py`` measures what each of these buys.
+Speed: on a CPU that computes bfloat16 natively (AVX512-BF16 or AMX), the default precision
+``auto`` trains CNNs under bf16 autocast in ``channels_last`` layout; weights and the optimizer
+stay float32. Small MLPs on a CPU, and every model on a GPU, stay in float32: there autocast's
+casts cost more than they save (on an H100 at batch 128, bf16 ran at 0.83-0.96x of float32 for
+the three models of ``benchmarks/throughput.py``; benchmarks/results/gpu_check_h100/).
+``compile=True`` wraps the model in ``torch.compile``. ``benchmarks/throughput.py`` measures what
+each of these buys.
 """
 
 from __future__ import annotations
@@ -192,8 +194,9 @@ def cpu_name() -> str:
 
 
 def resolve_precision(name: str, device: torch.device, kind: str = "cnn") -> str:
-    """``auto`` -> ``bf16`` where the device computes it natively and it pays for a model of
-    this ``kind`` (benchmarks/step_knobs.py and throughput.py), else ``fp32``."""
+    """``auto`` -> ``bf16`` where it was measured to pay: CNNs on a CPU that computes bf16
+    natively (benchmarks/step_knobs.py and throughput.py); else ``fp32`` (MLPs on a CPU, and
+    every model on a GPU, where small models at batch 128 ran slower under autocast)."""
     if name not in PRECISIONS:
         raise UserError(f"unknown precision {name!r}: use {', '.join(PRECISIONS)}", exit_code=2)
     if device.type == "cuda":
@@ -207,7 +210,7 @@ def resolve_precision(name: str, device: torch.device, kind: str = "cnn") -> str
     if name == "bf16" and device.type == "cuda" and not native:
         raise UserError("this GPU has no bf16 support: use --precision fp32")
     if name == "auto":
-        return "bf16" if native and (device.type == "cuda" or kind == "cnn") else "fp32"
+        return "bf16" if native and device.type == "cpu" and kind == "cnn" else "fp32"
     return name
 
 

@@ -32,6 +32,16 @@ def test_auto_precision_is_bf16_only_where_native_and_worth_it():
     assert resolve_precision("bf16", CPU, "mlp") == "bf16"
 
 
+def test_auto_precision_is_fp32_on_a_gpu_even_where_it_computes_bf16(monkeypatch):
+    # On an H100 bf16 autocast ran slower than float32 for every model measured
+    # (benchmarks/results/gpu_check_h100/throughput_cuda.csv); forcing it stays possible.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda, "cnn") == "fp32"
+    assert resolve_precision("auto", cuda, "mlp") == "fp32"
+    assert resolve_precision("bf16", cuda, "cnn") == "bf16"
+
+
 @pytest.mark.parametrize(
     "name, device, message",
     [

@@ -76,7 +76,7 @@ PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         help="Training arithmetic: bf16 autocast (+ channels_last for CNNs) or fp32. "
-        "auto = bf16 where the GPU/CPU computes it natively."
+        "auto = bf16 for CNNs on a CPU that computes it natively, else fp32 (GPUs included)."
     ),
 ]
 CompileOpt = Annotated[
