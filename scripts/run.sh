@@ -21,7 +21,8 @@ MINUTES=${MINUTES:-90}
 REPORT_FIXED=${REPORT_FIXED:-1.5}
 .venv/bin/fmnist-search run --space "$SPACE" --trials "$TRIALS" --study "$STUDY" \
     --timeout "$TIMEOUT" "$@"
-left=$(awk -v m="$MINUTES" -v s="$(( $(date +%s) - started ))" -v f="$REPORT_FIXED" \
+elapsed=$(( $(date +%s) - started ))
+left=$(awk -v m="$MINUTES" -v s="$elapsed" -v f="$REPORT_FIXED" \
     'BEGIN { l = m - s / 60 - f; printf "%.1f", (l > 0 ? l : 0) }')
-echo "$(( ($(date +%s) - started) / 60 )) minutes since the start; the report's re-trainings get $left"
+echo "$(( elapsed / 60 )) minutes since the start; the report's re-trainings get $left"
 .venv/bin/fmnist-search report --study "$STUDY" --longer-within "$left"
