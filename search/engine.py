@@ -240,11 +240,12 @@ def open_study(
     # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
     # that a resumed random sampler does not replay its points; a new study repeats exactly.
     worker_offset = WORKER_SEED_STRIDE * opts.worker
+    prior = registry.start_prior(opts.space)
     try:
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset),
+            sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset, prior),
             pruner=pruner,
             directions=["minimize"] * len(opts.objectives),
         )
@@ -273,7 +274,9 @@ def open_study(
         fidelity = study.user_attrs.get("fidelity", "epochs")  # studies made before fidelity
         study.pruner = optuna_pruner(opts, fidelity)
         n_before = len(study.get_trials(deepcopy=False))
-        study.sampler = registry.make_sampler(opts.sampler, opts.seed + n_before + worker_offset)
+        study.sampler = registry.make_sampler(
+            opts.sampler, opts.seed + n_before + worker_offset, prior
+        )
         return study, False
     study.set_metric_names([registry.OBJECTIVES[o] for o in opts.objectives])
     for key, value in {

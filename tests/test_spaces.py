@@ -7,6 +7,7 @@ import torch
 from search.errors import UsageError
 from search.models import PRESETS, build_model, multiply_adds
 from search.registry import PRUNERS, SAMPLERS, get_space, list_spaces, make_pruner, make_sampler
+from search.registry import start_prior as registry_start_prior
 from search.training import SEED_RECIPE, RunConfig
 
 SPACES = list_spaces()
@@ -326,3 +327,76 @@ def test_a_cnn_study_from_before_the_families_goes_on_with_tpe():
         assert cnn.space(optuna.trial.FixedTrial(cnn.to_params(cfg))) == cfg
         study.tell(trial, 1.0)
     assert len(study.trials) == 24 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def _families(sampler, n, prior=None):
+    """The ``family`` of ``n`` cnn trials asked of a study with ``sampler``; each trial's value
+    favours ``any`` so that TPE, once past its start-up, has reason to draw it."""
+    study = optuna.create_study(sampler=sampler)
+    space = get_space("cnn")
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        space.space(trial)
+        drawn.append(trial.params["family"])
+        study.tell(trial, 0.5 if trial.params["family"] == "any" else 1.0)
+    return drawn
+
+
+@pytest.mark.parametrize("name", ["tpe", "tpe-independent"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tpe_start_up_follows_the_space_prior_then_tpe_decides(name, seed):
+    prior = {"family": {"vgg": 0.9, "any": 0.1}}
+    drawn = _families(make_sampler(name, seed, prior), 20)
+    # The 10 start-up draws: the prior's shares exactly (9 and 1), in a seeded order.
+    assert sorted(drawn[:10]) == ["any"] + ["vgg"] * 9
+    # Then TPE's densities: any scored better, so TPE now draws it.
+    assert drawn[10:].count("any") >= 8, drawn
+    # Without the prior the start-up is uniform draws: both families, in other shares.
+    assert drawn[:10] != _families(make_sampler(name, seed), 10)
+
+
+def test_a_choice_of_weight_zero_is_left_out_of_the_start_up():
+    drawn = _families(make_sampler("tpe", 0, {"family": {"vgg": 1.0, "any": 0.0}}), 10)
+    assert drawn == ["vgg"] * 10
+
+
+def test_random_sampler_ignores_the_start_up_prior():
+    only_vgg = {"family": {"vgg": 1.0, "any": 0.0}}
+    assert "any" in _families(make_sampler("random", 0, only_vgg), 10)
+
+
+def test_the_cnn_start_up_prior_favours_the_vgg_family():
+    prior = registry_start_prior("cnn")
+    assert prior["family"]["vgg"] > prior["family"]["any"] > 0  # any stays possible
+    drawn = _families(make_sampler("tpe", 0, prior), 10)
+    assert drawn.count("vgg") >= 8 and "any" in drawn, drawn
+
+
+def test_the_engine_gives_tpe_the_space_prior(tmp_path, monkeypatch):
+    from search.engine import RunOptions, open_study
+    from spaces import cnn
+
+    monkeypatch.setattr(cnn, "START_PRIOR", {"family": {"vgg": 0.0, "any": 1.0}})
+    opts = RunOptions(space="cnn", storage=f"sqlite:///{tmp_path / 's.db'}", warm_start=False)
+    study, created = open_study(opts)
+    assert created
+    for _ in range(5):
+        trial = study.ask()
+        cnn.space(trial)
+        assert trial.params["family"] == "any"
+        study.tell(trial, 1.0)
+
+
+@pytest.mark.parametrize(
+    "prior", ["vgg", {"family": {"vgg": -1.0, "any": 2.0}}, {"family": {"vgg": 0, "any": 0}}]
+)
+def test_a_broken_start_prior_is_reported(tmp_path, monkeypatch, prior):
+    import spaces
+
+    (tmp_path / "priored.py").write_text(
+        f"from spaces.cnn import space, to_params, KIND, WARM_START\nSTART_PRIOR = {prior!r}\n"
+    )
+    monkeypatch.setattr(spaces, "__path__", [*spaces.__path__, str(tmp_path)])
+    with pytest.raises(UsageError, match=r"spaces/priored.py: START_PRIOR must map .*fix the file"):
+        get_space("priored")
