@@ -47,9 +47,9 @@ class StartPriorTPESampler(optuna.samplers.TPESampler):
 
     The start-up's values of such a parameter are a shuffled schedule, not independent draws:
     each choice gets its weight's share of the ``n_startup_trials`` (largest remainders), and at
-    least one if its weight is above 0. TPE cannot learn about a choice it has never seen tried
-    (a start-up of ten vgg draws kept a study on vgg for good, even where any scored better), and
-    with weights 0.9 / 0.1 independent draws would miss the rarer choice in a third of studies.
+    least one if its weight is above 0, so that TPE starts with a result of every choice the
+    prior allows: with weights 0.9 / 0.1, independent draws would miss the rarer choice in a
+    third of studies (0.9 ** 10 = 0.35).
     The k-th trial to draw the parameter (warm starts and running trials included) takes the
     k-th value; after the start-up TPE's own densities decide."""
 
