@@ -91,6 +91,7 @@ def main() -> None:
                     f" ({seconds:.0f} s)",
                     flush=True,
                 )
+                write_csv(rows, Path(args.out))  # after every run: a stopped run keeps its rows
     print(
         f"\n{'model':24s} {'epochs':>6s} {'val accuracy':>17s} {'test accuracy':>17s}"
         f" {'test, flips':>17s} {'time':>7s}"
@@ -108,7 +109,6 @@ def main() -> None:
                 f"{label:24s} {epochs:6d} {ms('val_accuracy'):>17s} {ms('test_accuracy'):>17s}"
                 f" {ms('test_accuracy_flip'):>17s} {minutes:5.1f} m"
             )
-    write_csv(rows, Path(args.out))
 
 
 if __name__ == "__main__":
