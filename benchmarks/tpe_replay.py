@@ -167,7 +167,11 @@ def main() -> None:
     ap.add_argument("--upto", default="13,16,21,31", help="with --study-dir: trials below N")
     ap.add_argument("--warm", default="0,1", help="with --study-dir: the trials left out / added")
     ap.add_argument("--seed", type=int, default=42, help="with --study-dir: the study's seed")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="output (default results/tpe_replay.txt; tpe_replay_warm.txt with --study-dir)",
+    )
     args = ap.parse_args()
     import optuna
 
