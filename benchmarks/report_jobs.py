@@ -23,11 +23,11 @@ from search.data import load_split  # noqa: E402
 from search.models import build_model, count_parameters  # noqa: E402
 from search.report import ReportOptions, Retraining, RetrainProgress, retrain_all  # noqa: E402
 from search.training import DeviceData, cpu_name  # noqa: E402
-from spaces.cnn import WARM_START  # noqa: E402
+from spaces.cnn import SEED_POINTS, WARM_START  # noqa: E402
 
 CONFIGS = {
     "VGG-style CNN (warm start)": WARM_START["VGG-style_32_64_128_1L_128_MAX_BN/adamw-augment"],
-    "seed CNN (Conv_2L_8_12_2L_128_32_AVG_BN)": WARM_START[
+    "seed CNN (Conv_2L_8_12_2L_128_32_AVG_BN)": SEED_POINTS[
         "Conv_2L_8_12_2L_128_32_AVG_BN/adamw-augment"
     ],
 }

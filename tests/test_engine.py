@@ -44,9 +44,9 @@ def test_study_holds_the_trials_with_everything_a_report_needs(cnn_study):
     assert study.metric_names == ["val_loss"]
     # Steps are training images seen: the first epoch runs as passes over 1/5, 2/5, 2/5.
     assert study.user_attrs["fidelity"] == "images"
-    # The warm start enqueued the seed's best CNN first.
-    first = study.trials[0]
-    assert first.user_attrs["warm_start"].startswith("Conv_2L_8_12_2L_128_32_AVG_BN")
+    # The warm start enqueued the VGG-style CNN first, and only it: the later trials are sampled.
+    assert study.trials[0].user_attrs["warm_start"].startswith("VGG-style_32_64_128")
+    assert all("warm_start" not in t.user_attrs for t in study.trials[1:])
     for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
         a = t.user_attrs
         cfg = RunConfig.from_dict(a["config"])

@@ -46,6 +46,7 @@ from search.report import (
 )
 from search.report import compute as compute_module
 from search.training import RunConfig, TrainConfig
+from spaces import cnn as cnn_space
 
 FIGURES = [
     "learning_curves.png",
@@ -110,7 +111,10 @@ class TrappedTestSplit:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, cli):
     """A 3-trial study run while the test split is booby-trapped, then its report via the CLI,
-    re-trained by two worker processes while the test files are still trapped."""
+    re-trained by two worker processes while the test files are still trapped. Its trials are
+    the seed's best CNN with the seed's recipe (no flips) and with a modern one, then the
+    VGG-style warm start: the two seed points are enqueued before it, as the space's warm start
+    did before it left them out, so that the report re-trains models with and without flips."""
     root = tmp_path_factory.mktemp("tiny")
     url = f"sqlite:///{root}/s.db"
     trap = TrappedTestSplit(root / "data")
@@ -134,6 +138,7 @@ def tiny(tmp_path_factory, cli):
         mp.setenv(data.ENV_DATA_DIR, str(trap.folder))
         mp.setattr(data, "load_images_labels", guarded_load)
         mp.setattr(data, "load_test", no_test)
+        mp.setattr(cnn_space, "WARM_START", {**cnn_space.SEED_POINTS, **cnn_space.WARM_START})
         summary = run_study(
             RunOptions(
                 space="cnn", trials=3, epochs=1, train_limit=2000, storage=url, warm_start=True

@@ -57,6 +57,16 @@ def test_warm_start_points_round_trip(name):
         assert space.space(optuna.trial.FixedTrial(space.to_params(cfg))) == cfg
 
 
+@IN_RANGE
+def test_seed_cnn_points_stay_in_the_space_but_out_of_the_warm_start():
+    from spaces import cnn
+
+    assert set(cnn.SEED_POINTS).isdisjoint(cnn.WARM_START)
+    assert list(cnn.WARM_START) == ["VGG-style_32_64_128_1L_128_MAX_BN/adamw-augment"]
+    for cfg in cnn.SEED_POINTS.values():
+        assert cnn.space(optuna.trial.FixedTrial(cnn.to_params(cfg))) == cfg
+
+
 def test_parameter_names_are_stable_and_indexed():
     trial = optuna.trial.FixedTrial(
         get_space("cnn").to_params(

@@ -75,12 +75,15 @@ def test_trials_bad_input_is_one_line(cli, cnn, args, message, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_warm_from_enqueues_the_best_configurations_of_an_earlier_study(cnn, tmp_path):
+def test_warm_from_enqueues_the_best_configurations_of_an_earlier_study(tiny_study, tmp_path):
     from search.dashboard import DashboardHooks
     from search.engine import RunOptions, prepare
     from search.studies import best_trials
 
-    db = cnn.copy_to(tmp_path)
+    # Unpruned, so that the source study has three complete trials: the VGG-style warm start
+    # and two sampled ones.
+    source = tiny_study("cnn", trials=3, epochs=1, train_limit=2000, pruner="none")
+    db = source.copy_to(tmp_path)
     opts = RunOptions(space="cnn", study="next", storage=db.url, trials=5, warm_from="cnn:2")
     study = prepare(opts, DashboardHooks(db.url))  # as `run` does: the note is the dashboard's
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
@@ -92,13 +95,13 @@ def test_warm_from_enqueues_the_best_configurations_of_an_earlier_study(cnn, tmp
     for params, source in zip(fixed, best, strict=False):
         # The same configuration: rebuilt from the stored config, it samples the same values.
         assert params == source.params
-    # Then the space's own warm start, up to --trials, without a configuration twice: the tiny
-    # study's trials are the three built-in warm starts, so its two best are two of them.
-    assert [t.user_attrs["warm_start"] for t in waiting][2:] == [
-        n for n in ws_names if n not in {t.user_attrs.get("warm_start") for t in best}
-    ][:1]
+    # Then the space's own warm start, up to --trials, without a configuration twice: the
+    # built-in one follows unless it is one of the two best.
+    taken = {t.user_attrs.get("warm_start") for t in best}
+    rest = [n for n in ws_names if n not in taken]
+    assert [t.user_attrs["warm_start"] for t in waiting][2:] == rest
     params = [json.dumps(p, sort_keys=True) for p in fixed]
-    assert len(params) == len(set(params)) == 3
+    assert len(params) == len(set(params)) == 2 + len(rest)
     assert study.user_attrs["warm_from"] == names
     from optuna_dashboard import get_note
 
