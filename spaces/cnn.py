@@ -339,7 +339,10 @@ _SEED_BEST = get_preset("Conv_2L_8_12_2L_128_32_AVG_BN")
 # 11-20 finished trials TPE's good set (10%, rounded up: 2) was the VGG-style warm start and one
 # of these, an ``any`` point. TPE then drew ``any`` about 20 times in a 45-minute study.
 # Replayed without them (benchmarks/tpe_replay.py --study-dir, both committed run.sh studies) it
-# drew ``vgg`` 20 times in 20 at 13, 16 and 21 trials.
+# drew ``vgg`` 20 times in 20 at 13, 16 and 21 trials. In the first run.sh study without them
+# (benchmarks/results/default_study_738c11b) the survey's best, an ``any`` point trained again in
+# full, took their place and TPE drew ``any`` as often: what steers it is any ``any`` point in
+# that good set, not these configurations alone.
 SEED_POINTS = {
     "Conv_2L_8_12_2L_128_32_AVG_BN/seed-recipe": RunConfig(_SEED_BEST, SEED_RECIPE),
     "Conv_2L_8_12_2L_128_32_AVG_BN/adamw-augment": RunConfig(
