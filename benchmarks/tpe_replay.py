@@ -13,7 +13,9 @@ reported value is 1 - accuracy: the order within a step, which is what TPE uses,
 little from the losses'. Then the sampler is asked ``--draws`` times for the next trial (each
 told failed, which TPE ignores, so every draw sees the same history) and the ``family`` of each
 draw is counted. The sampler's seed is the run's seed; running trials (which the engine's
-constant liar counts as bad) are not replayed.
+constant liar counts as bad) are not replayed. The sampler is TPE with the space's START_PRIOR
+but not its KEEP_PRIOR, so that what TPE itself would draw shows; ``--keep-prior`` gives it the
+KEEP_PRIOR too, as the engine does.
 
     .venv/bin/python benchmarks/tpe_replay.py --study-dir benchmarks/results/default_study_b44c72a
         [--upto 13,16,21,31] [--warm 0,1] [--seed 42] [--out .../tpe_replay_warm.txt]
@@ -72,15 +74,16 @@ def load_study_dir(folder: Path) -> tuple[list[Trial], Scores]:
 
 
 def replay(
-    trials: list[Trial], scores: Scores, seed: int, draws: int, sampler: str
+    trials: list[Trial], scores: Scores, seed: int, draws: int, sampler: str, keep: bool = False
 ) -> collections.Counter:
     """Tell ``trials`` to a new study, then count the families of ``draws`` draws."""
     import optuna
 
-    from search.registry import get_space, make_sampler, start_prior
+    from search.registry import get_space, keep_prior, make_sampler, start_prior
 
     space = get_space("cnn")
-    study = optuna.create_study(sampler=make_sampler(sampler, seed, start_prior("cnn")))
+    kept = keep_prior("cnn") if keep else ()
+    study = optuna.create_study(sampler=make_sampler(sampler, seed, start_prior("cnn"), kept))
     state = optuna.trial.TrialState
     for t in trials:
         if t["state"] not in ("COMPLETE", "PRUNED") or not scores[t["number"]]:
@@ -106,7 +109,10 @@ def replay(
 
 def runs_lines(args: argparse.Namespace) -> list[str]:
     where = args.dir.resolve().relative_to(ROOT)
-    lines = [f"replay of the first {args.first} trials of each run in {where}; {args.draws} draws"]
+    lines = [
+        f"replay of the first {args.first} trials of each run in {where}; {args.draws} draws"
+        + (" (with the space's KEEP_PRIOR)" if args.keep_prior else "")
+    ]
     for name in args.runs.split(","):
         seed, trials, scores = load_run(args.dir / name)
         first = trials[: args.first]
@@ -116,7 +122,7 @@ def runs_lines(args: argparse.Namespace) -> list[str]:
             t["params"]["family"] for t in trials[args.first : args.first + args.draws]
         )
         for sampler in ("tpe", "tpe-independent"):
-            got = replay(first, scores, seed, args.draws, sampler)
+            got = replay(first, scores, seed, args.draws, sampler, args.keep_prior)
             lines.append(
                 f"{name}: told {dict(sorted(told_families.items()))}; {sampler} draws next "
                 f"{dict(sorted(got.items()))}; the run itself drew {dict(sorted(actual.items()))} "
@@ -133,13 +139,14 @@ def study_lines(args: argparse.Namespace) -> list[str]:
     lines = [
         f"replay of {where} (seed {args.seed}), with and without trials {args.warm}; "
         f"{args.draws} draws of the default sampler (tpe) each"
+        + (" (with the space's KEEP_PRIOR)" if args.keep_prior else "")
     ]
     for upto in (int(n) for n in args.upto.split(",")):
         rest = [t for t in trials if t["number"] < upto and t["number"] not in warm]
         adds = [[n] for n in warm] + ([warm] if len(warm) > 1 else [])
         for add in [[], *adds]:
             told = sorted([by_number[n] for n in add] + rest, key=lambda t: t["number"])
-            got = replay(told, scores, args.seed, args.draws, "tpe")
+            got = replay(told, scores, args.seed, args.draws, "tpe", args.keep_prior)
             what = "+".join(map(str, add)) if add else "none"
             lines.append(
                 f"trials below {upto}, of {args.warm} told: {what:>5s} ({len(told)} trials): "
@@ -167,6 +174,11 @@ def main() -> None:
     ap.add_argument("--upto", default="13,16,21,31", help="with --study-dir: trials below N")
     ap.add_argument("--warm", default="0,1", help="with --study-dir: the trials left out / added")
     ap.add_argument("--seed", type=int, default=42, help="with --study-dir: the study's seed")
+    ap.add_argument(
+        "--keep-prior",
+        action="store_true",
+        help="give TPE the space's KEEP_PRIOR as the engine does",
+    )
     ap.add_argument(
         "--out",
         type=Path,

@@ -240,12 +240,12 @@ def open_study(
     # Sampler seeds differ per worker, and per resume (offset by the trials already stored) so
     # that a resumed random sampler does not replay its points; a new study repeats exactly.
     worker_offset = WORKER_SEED_STRIDE * opts.worker
-    prior = registry.start_prior(opts.space)
+    prior, keep = registry.start_prior(opts.space), registry.keep_prior(opts.space)
     try:
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset, prior),
+            sampler=registry.make_sampler(opts.sampler, opts.seed + worker_offset, prior, keep),
             pruner=pruner,
             directions=["minimize"] * len(opts.objectives),
         )
@@ -275,7 +275,7 @@ def open_study(
         study.pruner = optuna_pruner(opts, fidelity)
         n_before = len(study.get_trials(deepcopy=False))
         study.sampler = registry.make_sampler(
-            opts.sampler, opts.seed + n_before + worker_offset, prior
+            opts.sampler, opts.seed + n_before + worker_offset, prior, keep
         )
         return study, False
     study.set_metric_names([registry.OBJECTIVES[o] for o in opts.objectives])

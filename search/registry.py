@@ -6,7 +6,7 @@ import importlib
 import math
 import pkgutil
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -35,7 +35,8 @@ class SearchSpace(Protocol):
 
 # A space's START_PRIOR: categorical parameter -> {choice: weight}. TPE's start-up draws (its
 # first n_startup_trials, before it has a model) take those parameters from these weights instead
-# of uniformly; every other parameter, and every draw after the start-up, is TPE's own.
+# of uniformly; every other parameter, and every draw after the start-up, is TPE's own, except
+# for the parameters the space names in KEEP_PRIOR: those follow the weights in every draw.
 StartPrior = Mapping[str, Mapping[Any, float]]
 
 
@@ -45,18 +46,29 @@ class StartPriorTPESampler(optuna.samplers.TPESampler):
     studies to be far stronger (the cnn space's ``family``), a start-up that draws it uniformly
     spends half its trials where no trial has ever passed the first rung.
 
-    The start-up's values of such a parameter are a shuffled schedule, not independent draws:
-    each choice gets its weight's share of the ``n_startup_trials`` (largest remainders), and at
-    least one if its weight is above 0, so that TPE starts with a result of every choice the
-    prior allows: with weights 0.9 / 0.1, independent draws would miss the rarer choice in a
-    third of studies (0.9 ** 10 = 0.35).
+    The prior's values of such a parameter are a shuffled schedule, not independent draws:
+    each choice gets its weight's share of each block of ``n_startup_trials`` draws (largest
+    remainders), and at least one if its weight is above 0, so that TPE starts with a result of
+    every choice the prior allows: with weights 0.9 / 0.1, independent draws would miss the
+    rarer choice in a third of studies (0.9 ** 10 = 0.35).
     The k-th trial to draw the parameter (warm starts and running trials included) takes the
-    k-th value; after the start-up TPE's own densities decide."""
+    k-th value. After the start-up TPE's own densities decide, except for the parameters in
+    ``keep`` (a space's ``KEEP_PRIOR``): they go on down the schedule, one shuffled block after
+    another, and TPE leaves them out of the densities it samples from (the other parameters are
+    still modelled given them, as group TPE models each conditional group)."""
 
-    def __init__(self, *, seed: int, start_prior: StartPrior | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        start_prior: StartPrior | None = None,
+        keep: Collection[str] = (),
+        **kw: Any,
+    ) -> None:
         super().__init__(seed=seed, **kw)
         self._start_up = int(kw.get("n_startup_trials", 10))
         self._start_prior = {k: dict(v) for k, v in (start_prior or {}).items()}
+        self._keep = frozenset(keep) & set(self._start_prior)
         self._prior_rng = numpy.random.RandomState(seed)
         self._schedules: dict[str, list[Any]] = {}
 
@@ -64,21 +76,28 @@ class StartPriorTPESampler(optuna.samplers.TPESampler):
         super().reseed_rng()
         self._prior_rng.seed()
 
-    def _schedule(self, param_name: str, choices: tuple[Any, ...]) -> list[Any]:
-        if param_name not in self._schedules:
-            weights = self._start_prior[param_name]
-            w = numpy.array([float(weights.get(c, 0.0)) for c in choices])
-            share = w / w.sum() * self._start_up
-            counts = numpy.maximum(numpy.floor(share), w > 0).astype(int)
-            for i in numpy.argsort(counts - share, kind="stable"):  # largest remainders first
-                if counts.sum() >= self._start_up:
-                    break
-                counts[i] += 1
-            schedule = [c for c, n in zip(choices, counts, strict=True) for _ in range(n)]
-            self._schedules[param_name] = [
-                schedule[i] for i in self._prior_rng.permutation(len(schedule))
-            ]
-        return self._schedules[param_name]
+    def _scheduled(self, param_name: str, choices: tuple[Any, ...], k: int) -> Any:
+        """The k-th value of the parameter's schedule: blocks of ``n_startup_trials`` values in
+        the prior's shares, each block shuffled, made as far as they are needed."""
+        weights = self._start_prior[param_name]
+        w = numpy.array([float(weights.get(c, 0.0)) for c in choices])
+        share = w / w.sum() * self._start_up
+        counts = numpy.maximum(numpy.floor(share), w > 0).astype(int)
+        for i in numpy.argsort(counts - share, kind="stable"):  # largest remainders first
+            if counts.sum() >= self._start_up:
+                break
+            counts[i] += 1
+        block = [c for c, n in zip(choices, counts, strict=True) for _ in range(n)]
+        schedule = self._schedules.setdefault(param_name, [])
+        while len(schedule) <= k:
+            schedule.extend(block[i] for i in self._prior_rng.permutation(len(block)))
+        return schedule[k]
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        space = super().infer_relative_search_space(study, trial)
+        return {name: d for name, d in space.items() if name not in self._keep}
 
     def sample_independent(
         self,
@@ -93,32 +112,34 @@ class StartPriorTPESampler(optuna.samplers.TPESampler):
             trials = study.get_trials(deepcopy=False)
             # The same count TPESampler.sample_independent makes before it draws at random.
             done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-            if done < self._start_up:
-                k = sum(t.number < trial.number and param_name in t.params for t in trials)
-                schedule = self._schedule(param_name, param_distribution.choices)
-                if k < len(schedule):
-                    return schedule[k]
+            k = sum(t.number < trial.number and param_name in t.params for t in trials)
+            if param_name in self._keep or (done < self._start_up and k < self._start_up):
+                return self._scheduled(param_name, param_distribution.choices, k)
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
-def _tpe(seed: int, prior: StartPrior | None, **kw: Any) -> optuna.samplers.BaseSampler:
+def _tpe(
+    seed: int, prior: StartPrior | None, keep: Collection[str], **kw: Any
+) -> optuna.samplers.BaseSampler:
     return StartPriorTPESampler(
-        seed=seed, start_prior=prior, n_startup_trials=10, constant_liar=True, **kw
+        seed=seed, start_prior=prior, keep=keep, n_startup_trials=10, constant_liar=True, **kw
     )
 
 
-SAMPLERS: dict[str, Callable[[int, StartPrior | None], optuna.samplers.BaseSampler]] = {
+SAMPLERS: dict[
+    str, Callable[[int, StartPrior | None, Collection[str]], optuna.samplers.BaseSampler]
+] = {
     # multivariate + group: TPE models the joint distribution of each conditional group.
-    "tpe": lambda seed, prior: _tpe(seed, prior, multivariate=True, group=True),
+    "tpe": lambda seed, prior, keep: _tpe(seed, prior, keep, multivariate=True, group=True),
     # The same TPE with one density per parameter (Optuna's TPESampler default), to measure what
     # multivariate + group is worth (benchmarks/search_quality.py, arm f).
-    "tpe-independent": lambda seed, prior: _tpe(seed, prior),
-    # The others ignore the space's start-up prior: "random" is uniform over the space, which is
+    "tpe-independent": lambda seed, prior, keep: _tpe(seed, prior, keep),
+    # The others ignore the space's prior: "random" is uniform over the space, which is
     # what benchmarks/search_quality.py's arm c measures the default against.
-    "random": lambda seed, prior: optuna.samplers.RandomSampler(seed=seed),
-    "cmaes": lambda seed, prior: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=5),
-    "gp": lambda seed, prior: optuna.samplers.GPSampler(seed=seed),
-    "qmc": lambda seed, prior: optuna.samplers.QMCSampler(seed=seed),
+    "random": lambda seed, prior, keep: optuna.samplers.RandomSampler(seed=seed),
+    "cmaes": lambda seed, prior, keep: optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=5),
+    "gp": lambda seed, prior, keep: optuna.samplers.GPSampler(seed=seed),
+    "qmc": lambda seed, prior, keep: optuna.samplers.QMCSampler(seed=seed),
 }
 
 # --- pruners: name -> factory(Rungs) --------------------------------------------------------
@@ -298,13 +319,14 @@ def choices(table: Mapping[str, Any]) -> str:
 
 
 def make_sampler(
-    name: str, seed: int, start_prior: StartPrior | None = None
+    name: str, seed: int, start_prior: StartPrior | None = None, keep: Collection[str] = ()
 ) -> optuna.samplers.BaseSampler:
     """Sampler ``name``; the TPE samplers take their start-up draws of the parameters that
-    ``start_prior`` names (a space's ``START_PRIOR``) from its weights."""
+    ``start_prior`` names (a space's ``START_PRIOR``) from its weights, and every draw of those
+    in ``keep`` (a space's ``KEEP_PRIOR``)."""
     if name not in SAMPLERS:
         raise UsageError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed, start_prior)
+    return SAMPLERS[name](seed, start_prior, keep)
 
 
 def make_pruner(name: str, rungs: Rungs | int, survey: int = 0) -> optuna.pruners.BasePruner:
@@ -333,6 +355,24 @@ def report_epochs_factor(space_name: str | None) -> int:
 def start_prior(space_name: str) -> StartPrior:
     """The space's ``START_PRIOR`` for TPE's start-up draws (empty if it declares none)."""
     return cast(StartPrior, getattr(get_space(space_name), "START_PRIOR", {}))
+
+
+def keep_prior(space_name: str) -> tuple[str, ...]:
+    """The space's ``KEEP_PRIOR``: START_PRIOR's parameters whose every draw follows it."""
+    return tuple(getattr(get_space(space_name), "KEEP_PRIOR", ()))
+
+
+def _check_keep_prior(name: str, keep: Any, prior: Any) -> None:
+    """A space's KEEP_PRIOR: a tuple of parameter names, each one of START_PRIOR's."""
+    if (
+        isinstance(keep, str)
+        or not isinstance(keep, tuple | list | set | frozenset)
+        or not set(keep) <= set(prior)
+    ):
+        raise UsageError(
+            f"spaces/{name}.py: KEEP_PRIOR must be a tuple of parameter names that START_PRIOR "
+            f"gives weights for (it has {', '.join(map(repr, prior)) or 'none'}); fix the file"
+        )
 
 
 def _check_start_prior(name: str, prior: Any) -> None:
@@ -384,6 +424,7 @@ def get_space(name: str) -> SearchSpace:
         if not hasattr(module, attr):
             raise UsageError(f"spaces/{name}.py defines no {attr}: see spaces/__init__.py")
     _check_start_prior(name, getattr(module, "START_PRIOR", {}))
+    _check_keep_prior(name, getattr(module, "KEEP_PRIOR", ()), getattr(module, "START_PRIOR", {}))
     return cast(SearchSpace, module)
 
 

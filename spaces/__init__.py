@@ -9,6 +9,9 @@ A space module defines:
 - optionally ``START_PRIOR``: categorical parameter -> {choice: weight}; the TPE samplers take
   their start-up draws (the first 10 trials, before TPE has a model) of those parameters from
   these weights instead of uniformly (other samplers ignore it; after the start-up TPE decides);
+- optionally ``KEEP_PRIOR``: a tuple of START_PRIOR's parameters whose every draw, not only the
+  start-up's, follows its weights (in blocks of 10 draws, each block in the weights' shares);
+  TPE then models the other parameters given them;
 - optionally ``REPORT_EPOCHS_FACTOR`` (default 1): ``report`` re-trains a study's finalists for
   this many times each trial's own epoch budget unless ``--epochs`` is given, or as many as are
   estimated to fit ``--longer-within`` minutes (longer final training pays where the search's

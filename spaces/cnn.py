@@ -85,11 +85,19 @@ FAMILIES = ("any", "vgg")
 # each, up to 0.9423) a ``vgg`` one; in the surveys of the 74 ten-minute searches
 # (benchmarks/results/**/search_quality_runs/, trials 0-9) the first-rung accuracy of 73 ``any``
 # draws was 0.50 on average (best 0.76), of 94 ``vgg`` draws 0.79 (best 0.86). A uniform
-# start-up spent half the survey there. After the start-up TPE's own densities
-# choose the family, and its prior leaves ``any`` possible: in the 45-minute run.sh study of
-# b44c72a it drew ``any`` 21 times (17 after the uniform start-up of 553a965; cheap trials,
-# stopped at the first rungs). ``--sampler random`` ignores this prior (uniform over the space).
+# start-up spent half the survey there. ``--sampler random`` ignores this prior (uniform over
+# the space).
 START_PRIOR = {"family": {"vgg": 0.9, "any": 0.1}}
+# KEEP_PRIOR: the family keeps the prior's shares after the start-up too (1 ``any`` in each 10
+# draws); TPE models every other parameter given the family. Left to TPE, the family was decided
+# by one or two trials: with ``any`` rare among the start-up's poor trials, a single ``any``
+# point in TPE's good set of two (the best of the survey, or a warm start) made every draw
+# ``any`` (benchmarks/tpe_replay.py: 20 in 20 at 11-20 trials, in the run.sh studies of b44c72a
+# and 738c11b and in 2 of 3 ten-minute searches), for up to 15 trials in a row, all stopped at
+# the first rungs: 24-27 ``any`` trials in each 45-minute run.sh study and 2-12% of the
+# ten-minute searches' time (benchmarks/family_share.py). The measurement that chose this:
+# benchmarks/results/search_quality_keep/.
+KEEP_PRIOR = ("family",)
 VGG_MIN_CHANNELS = (16, 32, 64, 64)
 VGG_LR_RANGES = {"adamw": (5e-4, 5e-3), "nesterov": (1e-2, 0.2)}
 VGG_BATCH_SIZES = (64, 128, 256)

@@ -366,6 +366,49 @@ def test_tpe_start_up_follows_the_space_prior_then_tpe_decides(name, seed):
     assert drawn[:10] != _families(make_sampler(name, seed), 10)
 
 
+@pytest.mark.parametrize("name", ["tpe", "tpe-independent"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_kept_prior_holds_after_the_start_up(name, seed):
+    prior = {"family": {"vgg": 0.9, "any": 0.1}}
+    drawn = _families(make_sampler(name, seed, prior, keep=("family",)), 30)
+    # any scores better throughout, which made TPE draw it (test above); kept, every block of
+    # 10 draws holds the prior's shares, the start-up's and TPE's alike.
+    for block in (drawn[:10], drawn[10:20], drawn[20:]):
+        assert sorted(block) == ["any"] + ["vgg"] * 9, drawn
+    # The blocks are shuffled with the sampler's seed, not the same order each time.
+    assert drawn[:10] != drawn[10:20] or drawn[10:20] != drawn[20:]
+
+
+def test_a_kept_parameter_is_left_out_of_tpes_joint_model():
+    sampler = make_sampler("tpe", 0, {"family": {"vgg": 0.9, "any": 0.1}}, keep=("family",))
+    study = optuna.create_study(sampler=sampler)
+    space = get_space("cnn")
+    for _ in range(12):  # past the start-up: TPE now models the other parameters
+        trial = study.ask()
+        space.space(trial)
+        study.tell(trial, 1.0)
+    relative = sampler.infer_relative_search_space(study, study.trials[-1])
+    assert "family" not in relative
+    assert any(name.startswith("vgg") for name in relative)  # the rest is still TPE's
+
+
+def test_the_cnn_space_keeps_its_family_prior(tmp_path):
+    from search.engine import RunOptions, open_study
+    from search.registry import keep_prior
+
+    assert keep_prior("cnn") == ("family",)
+    opts = RunOptions(space="cnn", storage=f"sqlite:///{tmp_path / 's.db'}", warm_start=False)
+    study, _ = open_study(opts)
+    space = get_space("cnn")
+    drawn = []
+    for _ in range(20):
+        trial = study.ask()
+        space.space(trial)
+        drawn.append(trial.params["family"])
+        study.tell(trial, 0.5 if trial.params["family"] == "any" else 1.0)
+    assert drawn[10:].count("any") == 1, drawn  # TPE alone would draw any here (test above)
+
+
 def test_a_choice_of_weight_zero_is_left_out_of_the_start_up():
     drawn = _families(make_sampler("tpe", 0, {"family": {"vgg": 1.0, "any": 0.0}}), 10)
     assert drawn == ["vgg"] * 10
@@ -396,6 +439,21 @@ def test_the_engine_gives_tpe_the_space_prior(tmp_path, monkeypatch):
         cnn.space(trial)
         assert trial.params["family"] == "any"
         study.tell(trial, 1.0)
+
+
+@pytest.mark.parametrize("keep", ["family", ("lr",), 3])
+def test_a_broken_keep_prior_is_reported(tmp_path, monkeypatch, keep):
+    import spaces
+
+    (tmp_path / "kept.py").write_text(
+        "from spaces.cnn import space, to_params, KIND, WARM_START, START_PRIOR\n"
+        f"KEEP_PRIOR = {keep!r}\n"
+    )
+    monkeypatch.setattr(spaces, "__path__", [*spaces.__path__, str(tmp_path)])
+    with pytest.raises(
+        UsageError, match=r"spaces/kept.py: KEEP_PRIOR must be a tuple .* 'family'\); fix the file"
+    ):
+        get_space("kept")
 
 
 @pytest.mark.parametrize(
