@@ -12,7 +12,7 @@ stopped at the same wall-clock budget: SIGTERM at ``--budget`` seconds after its
 
 - **a** ``fmnist-search run --space cnn --no-warm-start --timeout BUDGET --trials 100000
   --seed S --storage sqlite:///...``: the project's defaults (multivariate TPE whose start-up
-  follows the space's START_PRIOR, successive
+  follows the space's START_PRIOR, and every draw of the KEEP_PRIOR's parameters; successive
   halving over training images seen with the not-learning rule, 15 epochs, the tensor-resident
   trainer with bf16 autocast and channels_last where the CPU computes bf16 natively), no warm
   start.
@@ -40,8 +40,8 @@ stopped at the same wall-clock budget: SIGTERM at ``--budget`` seconds after its
 
 With the same seed, arms c and e sample the same first 10 configurations (random draws with the
 study's seed, over the same space; e's TPE starts with them): they differ first in how they
-train and prune those. Arms a and f draw the ``family`` of their 10 start-up trials from the cnn
-space's START_PRIOR (TPE's start-up prior), so they sample other configurations from the first.
+train and prune those. Arms a and f draw the ``family`` of their trials from the cnn space's START_PRIOR
+(KEEP_PRIOR: after the start-up too), so they sample other configurations from the first.
 
 Every run's process gets the same threads: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` = all
 cores, and the peers also call ``torch.set_num_threads`` with that number. Runs are interleaved
