@@ -20,7 +20,7 @@ import csv
 import json
 from pathlib import Path
 
-from _common import RESULTS, ROOT
+from _common import RESULTS
 
 FIRST = 11  # trials 0-10: TPE's 10 start-up draws and the survey's best trained again
 
@@ -49,6 +49,14 @@ def from_study(folder: Path) -> list[Row]:
         ]
 
 
+def label(path: Path) -> str:
+    """A run's or study's name: its path under benchmarks/results/, or its last three parts."""
+    try:
+        return str(path.resolve().relative_to(RESULTS))
+    except ValueError:
+        return "/".join(path.resolve().parts[-3:])
+
+
 def line(name: str, rows: list[Row]) -> str:
     rows.sort()
     fams = [f for _, f, _ in rows]
@@ -60,7 +68,7 @@ def line(name: str, rows: list[Row]) -> str:
         run = run + 1 if f == "any" else 0
         longest = max(longest, run)
     return (
-        f"{name:40s} trials {len(rows):3d}  any {fams.count('any'):3d} "
+        f"{name:56s} trials {len(rows):3d}  any {fams.count('any'):3d} "
         f"(after trial {FIRST - 1}: {after:3d}, longest streak {longest:2d})  "
         f"time on any {any_s:6.0f} s of {total:6.0f} s = {any_s / total:5.1%}"
     )
@@ -72,8 +80,8 @@ def main() -> None:
         "--runs",
         type=Path,
         nargs="*",
-        default=[RESULTS / "search_quality_runs"],
-        help="folders of search_quality runs (default results/search_quality_runs)",
+        default=[RESULTS / "search_quality_runs", *sorted(RESULTS.glob("*/search_quality_runs"))],
+        help="folders of search_quality runs (default every results/**/search_quality_runs)",
     )
     ap.add_argument(
         "--studies",
@@ -87,14 +95,14 @@ def main() -> None:
     lines = [f"{__doc__.splitlines()[0]}", ""]
     for folder in args.runs:
         for path in sorted(folder.glob("[acf]-s*.json")):
-            name = str(path.resolve().relative_to(ROOT)).removeprefix("benchmarks/results/")
-            lines.append(line(name, from_run(path)))
+            rows = from_run(path)
+            if any(f != "?" for _, f, _ in rows):  # runs of the space before its families
+                lines.append(line(label(path), rows))
     for study in args.studies:
         folder = study.parent if study.name == "trials.csv" else study
         rows = from_study(folder)
         if any(f != "?" for _, f, _ in rows):  # studies of the space before its families
-            name = str(folder.resolve().relative_to(ROOT)).removeprefix("benchmarks/results/")
-            lines.append(line(name, rows))
+            lines.append(line(label(folder), rows))
     text = "\n".join(lines) + "\n"
     print(text, end="")
     args.out.write_text(text)
