@@ -30,7 +30,7 @@ Row = tuple[int, str, float]  # trial number, family, seconds
 def from_run(path: Path) -> list[Row]:
     record = json.loads(path.read_text())
     return [
-        (t["number"], t["params"].get("family", "?"), t["end"] - t["start"])
+        (t["number"], t.get("params", {}).get("family", "?"), t["end"] - t["start"])
         for t in record["trials"]
         if t.get("end") is not None and t.get("start") is not None
     ]

@@ -40,8 +40,9 @@ stopped at the same wall-clock budget: SIGTERM at ``--budget`` seconds after its
 
 With the same seed, arms c and e sample the same first 10 configurations (random draws with the
 study's seed, over the same space; e's TPE starts with them): they differ first in how they
-train and prune those. Arms a and f draw the ``family`` of their trials from the cnn space's START_PRIOR
-(KEEP_PRIOR: after the start-up too), so they sample other configurations from the first.
+train and prune those. Arms a and f draw the ``family`` of their trials from the cnn space's
+START_PRIOR (KEEP_PRIOR: after the start-up too), so they sample other configurations from the
+first.
 
 Every run's process gets the same threads: ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` = all
 cores, and the peers also call ``torch.set_num_threads`` with that number. Runs are interleaved

@@ -92,13 +92,14 @@ START_PRIOR = {"family": {"vgg": 0.9, "any": 0.1}}
 # draws); TPE models every other parameter given the family. Left to TPE, the family was decided
 # by one or two trials: with ``any`` rare among the start-up's poor trials, a single ``any``
 # point in TPE's good set of two (the best of the survey, or a warm start) made every draw
-# ``any`` (benchmarks/tpe_replay.py: 20 in 20 at 11-20 trials, in the run.sh studies of b44c72a
-# and 738c11b and in 2 of 3 ten-minute searches), for up to 15 trials in a row, all stopped at
-# the first rungs: 24-27 ``any`` trials in each 45-minute run.sh study and 2-12% of the
-# ten-minute searches' time (benchmarks/family_share.py). Kept, the ten-minute search without
-# warm start (benchmarks/results/search_quality_keep/, 3 seeds, AMD EPYC) drew ``any`` 0-2 times
-# after the start-up instead of 3-16 and scored level with the code before (0.9380 +- 0.0029
-# against 0.9378 +- 0.0051 at 10 minutes): it changes where the minutes after the survey go.
+# ``any`` (benchmarks/tpe_replay.py: 9-20 in 20 at 13-21 trials in the run.sh studies of
+# b44c72a and 738c11b, 20 in 20 in 2 of 3 ten-minute searches), for up to 15 trials in a row,
+# all pruned at the early rungs: 24-27 ``any`` trials in each 45-minute run.sh study and 1-15%
+# of the ten-minute searches' time (benchmarks/family_share.py). Kept, the ten-minute search
+# without warm start (benchmarks/results/search_quality_keep/, 3 seeds, AMD EPYC) drew ``any``
+# 0-2 times after the start-up instead of 3-16 and scored level with the code before (0.9380 +-
+# 0.0029 against 0.9378 +- 0.0051 at 10 minutes): it changes where the minutes after the survey
+# go.
 KEEP_PRIOR = ("family",)
 VGG_MIN_CHANNELS = (16, 32, 64, 64)
 VGG_LR_RANGES = {"adamw": (5e-4, 5e-3), "nesterov": (1e-2, 0.2)}
