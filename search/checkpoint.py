@@ -3,6 +3,11 @@
 A checkpoint is a plain dict saved with ``torch.save`` holding only tensors, dicts, lists, str,
 int, float, bool and None, so that ``torch.load(path, weights_only=True)`` opens it without
 running any pickled code. Loading here always uses ``weights_only=True``.
+
+One network's checkpoint (best.pt) holds its ``state_dict``, ``config`` and ``tta``; an
+ensemble's (ensemble.pt, ``save_ensemble``) holds ``members``, a list of such dicts, whose class
+probabilities ``load`` averages (``models.Averaged``). Both share the normalisation, classes,
+space, versions and meta.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 
 from search.data import CLASSES
 from search.errors import InvalidConfig, UserError, first_line
-from search.models import FlipAveraged, build_model
+from search.models import Averaged, FlipAveraged, build_model
 from search.training import TTAS, RunConfig, for_inference, versions
 
 FORMAT = "fmnist-search-checkpoint"
@@ -34,7 +39,7 @@ class Checkpoint:
     """A loaded checkpoint: the model (in eval mode) and how its inputs must be prepared."""
 
     model: nn.Module
-    config: RunConfig
+    config: RunConfig  # an ensemble's: its first member's (see ``configs``)
     mean: float  # input normalisation: (pixel / 255 - mean) / std
     std: float
     classes: list[str]
@@ -42,7 +47,16 @@ class Checkpoint:
     versions: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)  # study, trial, seed, scores, ...
     path: Path | None = None
-    tta: str = "none"  # test-time augmentation ``model`` applies ("flip": FlipAveraged)
+    # Test-time augmentation ``model`` applies ("flip": FlipAveraged); an ensemble's members
+    # each apply their own: their common one, or "mixed".
+    tta: str = "none"
+    # An ensemble's members' configs (one per member, in order); [config] for one network.
+    configs: list[RunConfig] = field(default_factory=list)
+
+    @property
+    def members(self) -> int:
+        """Networks whose predictions ``model`` averages: 1, or an ensemble's size."""
+        return max(1, len(self.configs))
 
 
 def _plain(value: Any) -> Any:
@@ -83,22 +97,54 @@ def save(
     ``model`` is the trained network; ``tta`` ("flip" or "none", see ``training.TTAS``) is how
     ``load`` wraps it for use. A model already wrapped in FlipAveraged (one ``load`` gave) is
     saved as the network inside with ``tta="flip"``."""
-    path = Path(path)
+    return _write(path, _network(model, config, tta) | _shared(mean, std, space, meta))
+
+
+def save_ensemble(
+    path: str | Path,
+    members: list[tuple[nn.Module, RunConfig, str]],
+    mean: float,
+    std: float,
+    space: str | None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write an ensemble's checkpoint atomically: ``members`` as (trained network, its config,
+    its test-time augmentation), all trained on inputs normalised by ``mean`` and ``std``;
+    ``load`` averages their class probabilities."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    payload = {"members": [_network(*m) for m in members]} | _shared(mean, std, space, meta)
+    return _write(path, payload)
+
+
+def _network(model: nn.Module, config: RunConfig, tta: str) -> dict[str, Any]:
+    """One network's part of a checkpoint; a FlipAveraged model is saved as the network inside
+    with ``tta="flip"``."""
     if isinstance(model, FlipAveraged):
         model, tta = model.model, "flip"
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+    return {
         # Copies on the CPU: a checkpoint made on a GPU loads anywhere.
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "config": _plain(config.to_dict()),
+        "tta": tta,
+    }
+
+
+def _shared(mean: float, std: float, space: str | None, meta: dict[str, Any] | None) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "normalization": {"mean": float(mean), "std": float(std)},
         "classes": list(CLASSES),
         "space": space,
         "versions": _plain({**versions(), "fmnist-search": package_version()}),
         "meta": _plain(meta or {}),
-        "tta": tta,
     }
+
+
+def _write(path: str | Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -152,20 +198,26 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
             f"{FORMAT_VERSION}; remake it with `fmnist-search report --study NAME`"
         )
     try:
-        config = RunConfig.from_dict(payload["config"])
         norm = payload["normalization"]
         mean, std = float(norm["mean"]), float(norm["std"])
-        model = build_model(config.model)
-        model.load_state_dict(payload["state_dict"])
-        tta = payload.get("tta", "none")  # absent from checkpoints made before it existed
-        if tta not in TTAS:
-            raise ValueError(f"unknown test-time augmentation {tta!r}")
+        members = payload["members"] if "members" in payload else [payload]
+        if not isinstance(members, list) or not members:
+            raise ValueError("an ensemble without members")
+        networks = [_load_network(m) for m in members]
     except (KeyError, TypeError, ValueError, RuntimeError, InvalidConfig) as exc:
         detail = first_line(exc)
         raise _not_ours(path, f"its contents do not fit: {detail[:200]}") from None
+    ttas = {tta for _, _, tta in networks}
+    if "members" in payload:
+        model: nn.Module = Averaged([for_inference(m, tta) for m, _, tta in networks])
+        tta = ttas.pop() if len(ttas) == 1 else "mixed"  # each member applies its own
+    else:
+        ((network, _, tta),) = networks
+        model = for_inference(network, tta)
     return Checkpoint(
-        model=for_inference(model, tta).to(device).eval(),
-        config=config,
+        model=model.to(device).eval(),
+        config=networks[0][1],
+        configs=[c for _, c, _ in networks] if "members" in payload else [],
         mean=mean,
         std=std,
         classes=list(payload.get("classes") or CLASSES),
@@ -175,3 +227,14 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
         path=path,
         tta=tta,
     )
+
+
+def _load_network(part: dict[str, Any]) -> tuple[nn.Module, RunConfig, str]:
+    """(network, config, test-time augmentation) of one network's part of a checkpoint."""
+    config = RunConfig.from_dict(part["config"])
+    model = build_model(config.model)
+    model.load_state_dict(part["state_dict"])
+    tta = part.get("tta", "none")  # absent from checkpoints made before it existed
+    if tta not in TTAS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    return model, config, tta

@@ -235,6 +235,23 @@ class FlipAveraged(nn.Module):
         return torch.logaddexp(a, b) - math.log(2)
 
 
+class Averaged(nn.Module):
+    """An ensemble: its members' class probabilities averaged, returned as log-probabilities
+    like ``FlipAveraged`` (members may be FlipAveraged themselves). ``report`` writes one of the
+    runs it re-trained as ensemble.pt; one forward pass of each member per image."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
+        # log(mean of p) in log space: no underflow for confident members.
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -318,6 +318,14 @@ def evaluate(
     ``precision="bf16"`` runs the forward pass under bf16 autocast (used between training
     epochs); reports and ``evaluate`` score the test set in float32.
     """
+    return score(predict_logits(model, x, batch, precision), y)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch: int = 2048, precision: str = "fp32"
+) -> torch.Tensor:
+    """``model``'s float32 outputs for ``x`` in evaluation mode, ``batch`` images at a time."""
     was_training = model.training
     model.eval()
     chunks = []
@@ -325,7 +333,12 @@ def evaluate(
         with _autocast(x.device, precision):
             chunks.append(model(x[i : i + batch]).float())
     model.train(was_training)
-    logits = torch.cat(chunks)  # [N, 10]: 400 KB for the 10k validation images
+    return torch.cat(chunks)  # [N, 10]: 400 KB for the 10k validation images
+
+
+@torch.no_grad()
+def score(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
+    """Loss (plain and calibrated), accuracy and confusion matrix of ``logits`` against ``y``."""
     pred = logits.argmax(1)
     calibrated, temperature = calibrated_cross_entropy(logits, y)
     confusion = torch.bincount(y * NUM_CLASSES + pred, minlength=NUM_CLASSES**2)

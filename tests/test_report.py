@@ -424,17 +424,20 @@ def test_markdown_and_html_show_the_numbers_of_results_json(tiny):
 
 
 @pytest.mark.slow
-def test_the_dashboard_summary_is_the_results_and_best_model_sections(tiny):
+def test_the_dashboard_summary_is_the_results_best_model_and_ensembles_sections(tiny):
     r = from_dict(tiny.results)
     md = (tiny.folder / "report.md").read_text()
     summary = dashboard_summary(r)
     head = f"## Report of {r.created}\n\n`{r.command}`: the top {r.settings.top} trials of `cnn`"
     assert summary.startswith(head)
     assert "\n### Results\n" in summary and "\n### Best model (best.pt)\n" in summary
+    assert "\n### Ensembles (ensemble.pt)\n" in summary
     assert "## Per-class" not in summary
     in_md = md.split("## Results\n", 1)[1].split("## Per-class")[0]
     in_summary = summary.split("### Results\n", 1)[1]
-    assert in_summary.rstrip() == in_md.replace("## Best model", "### Best model").rstrip()
+    for section in ("Best model", "Ensembles"):
+        in_md = in_md.replace(f"## {section}", f"### {section}")
+    assert in_summary.rstrip() == in_md.rstrip()
 
 
 @pytest.mark.slow
@@ -453,6 +456,34 @@ def test_best_pt_loads_with_weights_only_and_reproduces_its_score(tiny, cli, tes
     assert scored["test_accuracy"] == pytest.approx(tiny.results["best"]["test_accuracy"], abs=2e-4)
     assert scored["test_loss"] == pytest.approx(tiny.results["best"]["test_loss"], rel=1e-3)
     assert list(scored["per_class_accuracy"]) == list(CLASSES)
+
+
+@pytest.mark.slow
+def test_the_runs_ensembles_are_scored_and_the_one_best_on_validation_written(tiny, cli):
+    r = tiny.results
+    runs = {(m["trial"], run["seed"]) for m in r["models"] for run in m["runs"]}
+    ensembles = r["ensembles"]
+    # Each of the 2 trials' 2 runs, then all 4.
+    assert [len(e["members"]) for e in ensembles] == [2, 2, 4]
+    assert {(m["trial"], m["seed"]) for m in ensembles[-1]["members"]} == runs
+    for e in ensembles:
+        cm = np.array(e["test"]["confusion"])
+        assert cm.sum() == 10_000
+        assert e["test"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-6)
+    (chosen,) = [e for e in ensembles if e["file"]]
+    assert chosen["file"] == "ensemble.pt"
+    assert chosen["val"]["loss"] == min(e["val"]["loss"] for e in ensembles)
+    raw = torch.load(tiny.folder / "ensemble.pt", weights_only=True)
+    assert len(raw["members"]) == len(chosen["members"])
+    assert raw["meta"]["label"] == chosen["label"]
+    result = cli("evaluate", "--model", tiny.folder / "ensemble.pt", "--json")
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["members"] == len(chosen["members"])
+    assert scored["test_accuracy"] == pytest.approx(chosen["test"]["accuracy"], abs=2e-4)
+    text = (tiny.folder / "report.md").read_text()
+    assert "## Ensembles (ensemble.pt)" in text
+    assert f"| {chosen['label']} | {len(chosen['members'])} |" in text
 
 
 @pytest.mark.slow

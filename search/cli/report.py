@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -25,6 +25,9 @@ from search.cli.common import (
     out,
     sigterm_as_interrupt,
 )
+
+if TYPE_CHECKING:
+    from search.checkpoint import Checkpoint
 
 app = typer.Typer()
 
@@ -180,6 +183,7 @@ def evaluate_cmd(
                     "test_accuracy": res.accuracy,
                     "test_loss": res.loss,
                     "tta": ckpt.tta,
+                    "members": ckpt.members,
                     "per_class_accuracy": per_class,
                     "confusion": res.confusion,
                 }
@@ -188,14 +192,26 @@ def evaluate_cmd(
         return
     out.print(
         f"{ckpt.path}: test accuracy {res.accuracy:.4f}, test loss {res.loss:.4f} "
-        f"on {len(y):,} images"
-        + (" (each with its mirror image, predictions averaged)" if ckpt.tta == "flip" else ""),
+        f"on {len(y):,} images" + _how_scored(ckpt),
         highlight=False,
     )
     table = Table("class", "test accuracy")
     for name, acc in per_class.items():
         table.add_row(name, f"{acc:.4f}")
     out.print(table)
+
+
+def _how_scored(ckpt: Checkpoint) -> str:
+    """How a checkpoint's predictions are made, where there is more to it than one pass."""
+    if ckpt.members == 1:
+        return " (each with its mirror image, predictions averaged)" if ckpt.tta == "flip" else ""
+    flips = {
+        "flip": "; each network also scores the mirror image",
+        "mixed": "; some networks also score the mirror image",
+    }
+    return (
+        f" (an ensemble of {ckpt.members} networks, predictions averaged{flips.get(ckpt.tta, '')})"
+    )
 
 
 @app.command()

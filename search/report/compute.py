@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
@@ -21,6 +22,7 @@ from search import studies
 from search.checkpoint import package_version
 from search.data import CLASSES, Split, load_split, load_test, train_images
 from search.errors import UserError
+from search.report.ensemble import candidates, score_ensembles
 from search.report.options import ReportOptions, check_out, out_dir
 from search.report.probe import probe_finalists
 from search.report.progress import RetrainProgress
@@ -28,6 +30,7 @@ from search.report.reference import pareto_references, reference_rows
 from search.report.results import (
     GENERATOR,
     BestRun,
+    Ensemble,
     ModelResult,
     Normalization,
     ParetoPoint,
@@ -50,10 +53,11 @@ from search.storage import mask_password, storage_url
 from search.training import (
     DeviceData,
     RunConfig,
-    evaluate,
     for_inference,
     normalize,
+    predict_logits,
     resolve_device,
+    score,
     tta_for,
     versions,
 )
@@ -75,6 +79,9 @@ class Best:
     space: str | None
     meta: dict[str, Any] = field(default_factory=dict)  # ``asdict(BestRun)``
     tta: str = "none"  # test-time augmentation best.pt applies (training.TTAS)
+    # ensemble.pt's members as (network, config, test-time augmentation); [] for none
+    ensemble: list[tuple[nn.Module, RunConfig, str]] = field(default_factory=list)
+    ensemble_meta: dict[str, Any] = field(default_factory=dict)  # ``asdict(Ensemble)``, study
 
 
 def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tuple[Results, Best]:
@@ -108,7 +115,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
             entry.estimated_seconds = round(per_epoch[entry.trial] * entry.epochs, 1)
 
     # Only now, with every model trained, is the test split read.
-    test_images = _score_on_test(trained, opts, data, progress)
+    test_images, test_outputs, test_y = _score_on_test(trained, opts, data, progress)
     for entry in models:
         entry.summary = summarize(entry.runs)
     # best.pt: the run with the lowest validation loss, plain or calibrated as the study ranked
@@ -123,6 +130,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
         ),
     )
     best_run = _best_run(opts, chosen)
+    ensembles, members = _ensembles(trained, data, test_outputs, test_y, calibrated, progress)
     results = Results(
         generator=GENERATOR,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -136,6 +144,7 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
         reference=reference_rows(),
         versions={**versions(), "fmnist-search": package_version()},
         seconds=time.monotonic() - started,
+        ensembles=ensembles,
     )
     best = Best(
         model=chosen.model,
@@ -145,6 +154,8 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
         space=results.study.space,
         meta=asdict(best_run),
         tta=best_run.tta,
+        ensemble=[(t.model, RunConfig.from_dict(t.entry.config), t.entry.tta) for t in members],
+        ensemble_meta=next(({"study": opts.study, **asdict(e)} for e in ensembles if e.file), {}),
     )
     return results, best
 
@@ -180,20 +191,41 @@ def _top_trials(
 
 def _score_on_test(
     trained: Sequence[Trained], opts: ReportOptions, data: DeviceData, progress: RetrainProgress
-) -> int:
-    """Score every trained run on the test split, in float32; returns the number of images."""
+) -> tuple[int, dict[int, torch.Tensor], torch.Tensor]:
+    """Score every trained run on the test split, in float32. Returns the number of images,
+    each run's outputs (``id(run)`` -> [N, 10], with its test-time augmentation) and labels."""
     progress.say(f"scoring {plural(len(trained), 'model')} on the test set")
     test_x, test_y = load_test(opts.data_dir)
     tx, ty = normalize(test_x, data.mean, data.std).to(data.device), test_y.to(data.device)
+    outputs: dict[int, torch.Tensor] = {}
     for t in trained:
-        res = evaluate(for_inference(t.model, t.entry.tta), tx, ty)
+        outputs[id(t)] = predict_logits(for_inference(t.model, t.entry.tta), tx)
+        res = score(outputs[id(t)], ty)
         t.run.test = TestNumbers(
             loss=res.loss,
             accuracy=res.accuracy,
             confusion=res.confusion,
             per_class_accuracy=res.per_class_accuracy,
         )
-    return len(test_y)
+    return len(test_y), outputs, ty
+
+
+def _ensembles(
+    trained: Sequence[Trained],
+    data: DeviceData,
+    test_outputs: dict[int, torch.Tensor],
+    test_y: torch.Tensor,
+    calibrated: bool,
+    progress: RetrainProgress,
+) -> tuple[list[Ensemble], list[Trained]]:
+    """The runs' ensembles scored (``search.report.ensemble``) and ensemble.pt's runs."""
+    if not candidates(trained):
+        return [], []
+    progress.say("scoring ensembles of the runs")
+    val_outputs = {
+        id(t): predict_logits(for_inference(t.model, t.entry.tta), data.val_x) for t in trained
+    }
+    return score_ensembles(trained, val_outputs, test_outputs, data.val_y, test_y, calibrated)
 
 
 def _best_run(opts: ReportOptions, chosen: Trained) -> BestRun:

@@ -1,7 +1,7 @@
 """The report as Markdown, one small function per section, from the typed results.
 
 Each section returns its Markdown blocks; ``document`` joins them, blank line apart, into
-report.md (index.html is rendered from that text). ``dashboard_summary`` reuses two sections.
+report.md (index.html is rendered from that text). ``dashboard_summary`` reuses three sections.
 """
 
 from __future__ import annotations
@@ -193,6 +193,53 @@ def best_model(r: Results, level: int = 2) -> list[str]:
     ]
 
 
+ENSEMBLES_HEAD = (
+    "ensemble",
+    "networks",
+    "parameters",
+    "val acc",
+    "val loss",
+    "test acc",
+    "test loss",
+    "file",
+)
+
+
+def ensembles(r: Results, level: int = 2) -> list[str]:
+    """The runs' ensembles; nothing where the report has none (one run in all)."""
+    if not r.ensembles:
+        return []
+    chosen = next(e for e in r.ensembles if e.file)
+    rows = [
+        [
+            e.label,
+            str(len(e.members)),
+            fmt(e.n_params),
+            fmt(e.val.accuracy),
+            fmt(e.val.loss),
+            fmt(e.test.accuracy),
+            fmt(e.test.loss),
+            e.file or "",
+        ]
+        for e in r.ensembles
+    ]
+    gain = chosen.test.accuracy - r.best.test_accuracy
+    return [
+        _heading(level, "Ensembles (ensemble.pt)"),
+        "The re-trained runs' class probabilities averaged (each run with its own test-time "
+        "augmentation), at no extra training: each trial's runs, and every run. ensemble.pt is "
+        "the ensemble with the lowest validation loss, chosen as best.pt is; the test set plays "
+        "no part in the choice.",
+        _table(ENSEMBLES_HEAD, rows),
+        f"ensemble.pt ({chosen.label}): test accuracy {fmt(chosen.test.accuracy)} against "
+        f"best.pt's {fmt(r.best.test_accuracy)} ({gain:+.4f}), at {len(chosen.members)} times "
+        "best.pt's cost per image (one forward pass per network, doubled by flips where the "
+        "network uses them). Use it "
+        "with `fmnist-search predict IMAGE --model ensemble.pt` or `fmnist-search evaluate "
+        "--model ensemble.pt`; `fmnist-search export` writes it as one model.",
+    ]
+
+
 def _per_class_cell(m: ModelResult, i: int) -> str:
     assert m.summary is not None, "a model in the results is summarised"
     pc = m.summary.per_class_test_accuracy
@@ -290,6 +337,7 @@ SECTIONS = (
     notes,
     results_table,
     best_model,
+    ensembles,
     per_class,
     learning_curves,
     the_search,
@@ -304,12 +352,16 @@ def document(r: Results) -> str:
 
 
 def dashboard_summary(r: Results) -> str:
-    """The study note's copy of the report: a head paragraph, then the Results and Best model
-    sections with their headings one level down."""
+    """The study note's copy of the report: a head paragraph, then the Results, Best model and
+    Ensembles sections with their headings one level down."""
     se = r.settings
     head = (
         f"## Report of {r.created}\n\n`{r.command or GENERATOR}`: the top {se.top} trials of "
         f"`{r.study.name}` re-trained with {plural(se.seeds, 'seed')} each, then scored once on "
         "the test set. Its figures are the study's artifacts."
     )
-    return head + "\n\n" + _join([*results_table(r, level=3), *best_model(r, level=3)])
+    return (
+        head
+        + "\n\n"
+        + _join([*results_table(r, level=3), *best_model(r, level=3), *ensembles(r, level=3)])
+    )

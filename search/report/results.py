@@ -64,6 +64,13 @@ results.json (one object; every float at full precision; ``null`` where a value 
                 a published text such as "about 83k", or null)}]
     versions    {python, torch, optuna, platform, fmnist-search}
     seconds     wall time of the whole computation
+    ensembles   the re-trained runs' class probabilities averaged (each run with its own
+                test-time augmentation): each trial's runs, where it has two or more, and
+                every run, where two or more trials have runs: [{label, members [{trial,
+                seed}], n_params (all members'), val {loss, accuracy, calibrated_loss}, test
+                {loss, accuracy, confusion, per_class_accuracy}, file ("ensemble.pt" for the
+                one with the lowest validation loss, as best.pt is chosen; else null)}]; empty
+                where there is no ensemble (one run in all)
 
 ``from_dict`` reads such an object back into ``Results``.
 """
@@ -215,6 +222,24 @@ class BestRun:
 
 
 @dataclass
+class EnsembleMember:
+    trial: int
+    seed: int
+
+
+@dataclass
+class Ensemble:
+    """Runs whose class probabilities are averaged, scored on validation and test."""
+
+    label: str
+    members: list[EnsembleMember]
+    n_params: int  # all members' together
+    val: EvalNumbers
+    test: TestNumbers
+    file: str | None = None  # "ensemble.pt" for the one the report wrote
+
+
+@dataclass
 class HistoryPoint:
     number: int
     state: str  # "COMPLETE" or "PRUNED"
@@ -305,6 +330,7 @@ class Results:
     reference: list[ReferenceRow]
     versions: dict[str, str]
     seconds: float
+    ensembles: list[Ensemble] = field(default_factory=list)  # none in reports made before them
 
 
 def from_dict(data: dict[str, Any]) -> Results:

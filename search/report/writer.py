@@ -11,6 +11,7 @@ from search.dashboard import report_written
 from search.errors import UserError
 from search.report.compute import Best, compute
 from search.report.document import dashboard_summary, document
+from search.report.ensemble import ENSEMBLE_FILE
 from search.report.figures import FIGURES, write_figures
 from search.report.options import ReportOptions, check_out, out_dir
 from search.report.progress import RetrainProgress
@@ -19,7 +20,8 @@ from search.report.results import Results
 
 
 def write_files(r: Results, best: Best, folder: Path) -> None:
-    """Every file of the report: figures, best.pt, results.json, report.md, index.html."""
+    """Every file of the report: figures, best.pt, ensemble.pt (where the report has an
+    ensemble), results.json, report.md, index.html."""
     write_figures(r, folder)
     checkpoint.save(
         folder / "best.pt",
@@ -31,6 +33,15 @@ def write_files(r: Results, best: Best, folder: Path) -> None:
         meta=best.meta,
         tta=best.tta,
     )
+    if best.ensemble:
+        checkpoint.save_ensemble(
+            folder / ENSEMBLE_FILE,
+            best.ensemble,
+            best.mean,
+            best.std,
+            best.space,
+            meta=best.ensemble_meta,
+        )
     (folder / "results.json").write_text(json.dumps(asdict(r), indent=1) + "\n")
     markdown = document(r)
     (folder / "report.md").write_text(markdown)
