@@ -120,6 +120,8 @@ def save_ensemble(
 def _network(model: nn.Module, config: RunConfig, tta: str) -> dict[str, Any]:
     """One network's part of a checkpoint; a FlipAveraged model is saved as the network inside
     with ``tta="flip"``."""
+    if isinstance(model, Averaged):
+        raise ValueError("an ensemble is saved with save_ensemble, one network per member")
     if isinstance(model, FlipAveraged):
         model, tta = model.model, "flip"
     return {

@@ -110,6 +110,9 @@ def test_an_ensemble_checkpoint_loads_with_weights_only_and_averages_its_members
         torch.testing.assert_close(ckpt.model(x), expected(x))
     single = checkpoint.load(_single(path.parent))
     assert single.members == 1 and single.configs == []
+    with pytest.raises(ValueError, match="save_ensemble"):  # not a network: refused, not mangled
+        checkpoint.save(path.parent / "x.pt", ckpt.model, ckpt.config, MEAN, STD, "cnn")
+    assert not (path.parent / "x.pt").exists()
 
 
 def _single(folder):
