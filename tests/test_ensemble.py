@@ -60,12 +60,12 @@ def test_candidates_are_each_trials_runs_then_every_run():
     assert [label for label, _ in found] == [
         "trial 5: its 2 runs",
         "trial 0 (warm): its 2 runs",
-        "all 4 runs (2 trials)",
+        "all 4 runs of 2 trials",
     ]
     assert [len(members) for _, members in found] == [2, 2, 4]
     # One seed per trial: only the ensemble of every run; one run in all: none.
     assert [label for label, _ in candidates([_trained(1, 1), _trained(2, 1)])] == [
-        "all 2 runs (2 trials)"
+        "all 2 runs of 2 trials"
     ]
     assert candidates([_trained(1, 1)]) == []
 

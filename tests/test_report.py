@@ -481,6 +481,9 @@ def test_the_runs_ensembles_are_scored_and_the_one_best_on_validation_written(ti
     scored = json.loads(result.stdout)
     assert scored["members"] == len(chosen["members"])
     assert scored["test_accuracy"] == pytest.approx(chosen["test"]["accuracy"], abs=2e-4)
+    said = " ".join(tiny.result.stdout.split())  # the console wraps long lines
+    assert f"ensemble.pt: {chosen['label']} (lowest validation loss of 3 ensembles)" in said
+    assert "results.json, best.pt, ensemble.pt, figures)" in said
     text = (tiny.folder / "report.md").read_text()
     assert "## Ensembles (ensemble.pt)" in text
     assert f"| {chosen['label']} | {len(chosen['members'])} |" in text

@@ -141,12 +141,21 @@ def report(
         )
     out.print(table)
     b = r.best
-    out.print(
+    lines = [
         f"best.pt: {b.label} seed {b.seed} (lowest validation loss), test accuracy "
-        f"{fmt(b.test_accuracy)}\nreport written to {folder}/ (report.md, index.html, "
-        "results.json, best.pt, figures)",
-        highlight=False,
+        f"{fmt(b.test_accuracy)}"
+    ]
+    chosen = next((e for e in r.ensembles if e.file), None)
+    if chosen is not None:
+        lines.append(
+            f"ensemble.pt: {chosen.label} (lowest validation loss of {len(r.ensembles)} "
+            f"ensembles), test accuracy {fmt(chosen.test.accuracy)}"
+        )
+    files = "best.pt, ensemble.pt" if chosen is not None else "best.pt"
+    lines.append(
+        f"report written to {folder}/ (report.md, index.html, results.json, {files}, figures)"
     )
+    out.print("\n".join(lines), highlight=False)
 
 
 def _load(model: Path | None, device: Device):

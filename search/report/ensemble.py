@@ -33,7 +33,9 @@ def candidates(trained: Sequence[Trained]) -> list[tuple[str, list[Trained]]]:
         if len(runs) >= 2
     ]
     if len(by_trial) >= 2:
-        found.append((f"all {len(trained)} runs ({plural(len(by_trial), 'trial')})", list(trained)))
+        found.append(
+            (f"all {len(trained)} runs of {plural(len(by_trial), 'trial')}", list(trained))
+        )
     return found
 
 
