@@ -7,7 +7,7 @@ Inputs are float tensors of shape [B, 1, 28, 28]; outputs are logits of shape [B
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,10 +229,7 @@ class FlipAveraged(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = torch.log_softmax(self.model(x).float(), dim=1)
-        b = torch.log_softmax(self.model(x.flip(-1)).float(), dim=1)
-        # log((p + q) / 2) without leaving log space: no underflow for confident models.
-        return torch.logaddexp(a, b) - math.log(2)
+        return average_probabilities([self.model(x), self.model(x.flip(-1))])
 
 
 class Averaged(nn.Module):
@@ -247,9 +244,14 @@ class Averaged(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
-        # log(mean of p) in log space: no underflow for confident members.
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+        return average_probabilities([m(x) for m in self.members])
+
+
+def average_probabilities(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The log of the mean of the class probabilities that ``outputs`` (logits or
+    log-probabilities, [N, 10] each) give; in log space: no underflow for confident models."""
+    logp = torch.stack([torch.log_softmax(o.float(), dim=1) for o in outputs])
+    return torch.logsumexp(logp, dim=0) - math.log(len(outputs))
 
 
 def count_parameters(model: nn.Module) -> int:

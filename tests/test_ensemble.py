@@ -13,8 +13,15 @@ import torch
 from PIL import Image
 
 from search import checkpoint, data, export, predict
-from search.models import Averaged, CNNConfig, ConvBlock, FlipAveraged, build_model
-from search.report.ensemble import averaged, candidates, score_ensembles
+from search.models import (
+    Averaged,
+    CNNConfig,
+    ConvBlock,
+    FlipAveraged,
+    average_probabilities,
+    build_model,
+)
+from search.report.ensemble import candidates, score_ensembles
 from search.training import RunConfig, TrainConfig, for_inference
 
 MEAN, STD = 0.286, 0.353
@@ -34,7 +41,7 @@ def test_averaged_gives_the_log_of_the_mean_of_its_members_probabilities():
         probs = torch.stack([torch.softmax(m(x), dim=1) for m in members]).mean(0)
         torch.testing.assert_close(got.exp(), probs)
         # The report scores ensembles from the runs' outputs the same way.
-        torch.testing.assert_close(averaged([m(x) for m in members]), got)
+        torch.testing.assert_close(average_probabilities([m(x) for m in members]), got)
         # One member: its own log-probabilities, so argmax and loss are the member's.
         torch.testing.assert_close(Averaged(members[:1])(x), torch.log_softmax(members[0](x), 1))
 

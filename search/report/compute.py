@@ -200,13 +200,7 @@ def _score_on_test(
     outputs: dict[int, torch.Tensor] = {}
     for t in trained:
         outputs[id(t)] = predict_logits(for_inference(t.model, t.entry.tta), tx)
-        res = score(outputs[id(t)], ty)
-        t.run.test = TestNumbers(
-            loss=res.loss,
-            accuracy=res.accuracy,
-            confusion=res.confusion,
-            per_class_accuracy=res.per_class_accuracy,
-        )
+        t.run.test = TestNumbers.of(score(outputs[id(t)], ty))
     return len(test_y), outputs, ty
 
 

@@ -9,15 +9,15 @@ calibrated as the study ranked trials, like best.pt), and on the test split.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
+from search.models import average_probabilities
 from search.report.results import Ensemble, EnsembleMember, EvalNumbers, TestNumbers
 from search.report.retrain import Trained
 from search.report.text import plural
-from search.training import EvalResult, score
+from search.training import score
 
 ENSEMBLE_FILE = "ensemble.pt"
 
@@ -39,12 +39,6 @@ def candidates(trained: Sequence[Trained]) -> list[tuple[str, list[Trained]]]:
     return found
 
 
-def averaged(log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The log of the mean of the members' probabilities (``models.Averaged``, from outputs)."""
-    stacked = torch.stack([torch.log_softmax(lp.float(), dim=1) for lp in log_probs])
-    return torch.logsumexp(stacked, dim=0) - math.log(len(log_probs))
-
-
 def score_ensembles(
     trained: Sequence[Trained],
     val_outputs: dict[int, torch.Tensor],
@@ -58,19 +52,14 @@ def score_ensembles(
     ensembles, the chosen one marked with ``file``, and the chosen one's runs ([] if none)."""
     scored: list[tuple[Ensemble, list[Trained], float]] = []
     for label, runs in candidates(trained):
-        val = score(averaged([val_outputs[id(t)] for t in runs]), val_y)
-        test = score(averaged([test_outputs[id(t)] for t in runs]), test_y)
+        val = score(average_probabilities([val_outputs[id(t)] for t in runs]), val_y)
+        test = score(average_probabilities([test_outputs[id(t)] for t in runs]), test_y)
         ensemble = Ensemble(
             label=label,
             members=[EnsembleMember(trial=t.entry.trial, seed=t.run.seed) for t in runs],
             n_params=sum(t.entry.n_params for t in runs),
-            val=_numbers(val),
-            test=TestNumbers(
-                loss=test.loss,
-                accuracy=test.accuracy,
-                confusion=test.confusion,
-                per_class_accuracy=test.per_class_accuracy,
-            ),
+            val=EvalNumbers.of(val),
+            test=TestNumbers.of(test),
         )
         scored.append((ensemble, runs, val.calibrated_loss if calibrated else val.loss))
     if not scored:
@@ -78,7 +67,3 @@ def score_ensembles(
     chosen, runs, _ = min(scored, key=lambda s: s[2])
     chosen.file = ENSEMBLE_FILE
     return [e for e, _, _ in scored], runs
-
-
-def _numbers(res: EvalResult) -> EvalNumbers:
-    return EvalNumbers(loss=res.loss, accuracy=res.accuracy, calibrated_loss=res.calibrated_loss)

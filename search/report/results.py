@@ -81,7 +81,10 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.training import EvalResult
 
 GENERATOR = "fmnist-search report"  # marks a folder as ours, so only our reports get replaced
 
@@ -100,6 +103,10 @@ class EvalNumbers:
     # at the temperature fitted on these logits, as the search's "val_loss" (None: an older report)
     calibrated_loss: float | None = None
 
+    @classmethod
+    def of(cls, res: EvalResult) -> EvalNumbers:
+        return cls(loss=res.loss, accuracy=res.accuracy, calibrated_loss=res.calibrated_loss)
+
 
 @dataclass
 class TestNumbers:
@@ -107,6 +114,15 @@ class TestNumbers:
     accuracy: float
     confusion: list[list[int]]  # [true class][predicted class] counts
     per_class_accuracy: list[float]
+
+    @classmethod
+    def of(cls, res: EvalResult) -> TestNumbers:
+        return cls(
+            loss=res.loss,
+            accuracy=res.accuracy,
+            confusion=res.confusion,
+            per_class_accuracy=res.per_class_accuracy,
+        )
 
 
 @dataclass

@@ -33,7 +33,6 @@ from search.studies import trial_seed
 from search.training import (
     DeviceData,
     Diverged,
-    EvalResult,
     RunConfig,
     evaluate,
     for_inference,
@@ -247,12 +246,6 @@ def plan(
     return entries, tasks
 
 
-def _numbers(result: EvalResult) -> EvalNumbers:
-    return EvalNumbers(
-        loss=result.loss, accuracy=result.accuracy, calibrated_loss=result.calibrated_loss
-    )
-
-
 def retrain_one(
     task: Retraining, data: DeviceData, progress: RetrainProgress
 ) -> tuple[Run, nn.Module]:
@@ -275,9 +268,9 @@ def retrain_one(
         history=[Epoch.from_metrics(m) for m in result.history],
         # Clean accuracy on the training images (eval mode, no augmentation), as the seed
         # measured it; the history's train figures are running means under augmentation.
-        train=_numbers(evaluate(scored, data.train_x, data.train_y)),
+        train=EvalNumbers.of(evaluate(scored, data.train_x, data.train_y)),
         # Scored again in float32, like the test set, whatever the training precision.
-        val=_numbers(evaluate(scored, data.val_x, data.val_y)),
+        val=EvalNumbers.of(evaluate(scored, data.val_x, data.val_y)),
     )
     return run, result.model
 
