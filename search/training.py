@@ -116,6 +116,32 @@ class TrainResult:
     precision: str  # "fp32" or "bf16", as trained
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """Knowledge distillation (Hinton et al., 2015): a teacher's outputs for every training
+    image, mixed into the training loss as soft targets. ``log_probs`` ([N, classes], rows in
+    ``DeviceData.train_x``'s order, on its device) are computed once, on the images without
+    augmentation; the loss is ``(1 - weight)`` x the labels' cross-entropy (with the recipe's
+    smoothing) + ``weight`` x ``temperature``^2 x KL(teacher || student), both softened by
+    ``temperature``."""
+
+    log_probs: torch.Tensor
+    weight: float = 0.9
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"the teacher's weight must be in [0, 1], got {self.weight}")
+        if self.temperature <= 0:
+            raise ValueError(f"the temperature must be positive, got {self.temperature}")
+
+    def loss(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        target = torch.log_softmax(self.log_probs[idx] / t, dim=1)
+        student = torch.log_softmax(logits / t, dim=1)
+        return F.kl_div(student, target, reduction="batchmean", log_target=True) * t * t
+
+
 class Diverged(Exception):
     """Training loss became NaN or infinite."""
 
@@ -414,6 +440,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     fidelity: str = "epochs",
     val_loss: str = "plain",
+    teacher: Teacher | None = None,
 ) -> TrainResult:
     """Train ``config`` from scratch on ``data``; evaluate on validation after every pass.
 
@@ -422,13 +449,18 @@ def train(
     raise to stop (e.g. ``optuna.TrialPruned``); ``metrics["epoch"]`` is the epochs of images
     seen so far (0.2, 0.6, 1.0, 2.0, ...) and ``metrics["images_seen"]`` their count.
     ``metrics["val_loss"]`` is the validation loss named by ``val_loss`` (see VAL_LOSSES);
-    ``val_ce`` and ``val_calibrated`` are both. Raises :class:`Diverged` on a NaN/inf training
-    loss.
+    ``val_ce`` and ``val_calibrated`` are both. ``teacher`` adds soft targets to the loss (see
+    :class:`Teacher`). Raises :class:`Diverged` on a NaN/inf training loss.
     """
     if val_loss not in VAL_LOSSES:
         raise ValueError(f"unknown val_loss {val_loss!r}: use one of {', '.join(VAL_LOSSES)}")
     cfg = config.train
     cfg.validate()
+    if teacher is not None and teacher.log_probs.shape[0] != len(data.train_x):
+        raise ValueError(
+            f"the teacher has outputs for {teacher.log_probs.shape[0]} training images, "
+            f"the split {len(data.train_x)}"
+        )
     device = data.device
     torch.manual_seed(seed)
     model = build_model(config.model).to(device)
@@ -470,6 +502,9 @@ def train(
             with _autocast(device, precision):
                 logits = step_model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                if teacher is not None:
+                    soft = teacher.loss(logits.float(), idx)
+                    loss = (1 - teacher.weight) * loss + teacher.weight * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -167,3 +167,35 @@ def test_val_loss_is_plain_or_calibrated_as_asked(cpu_data):
     assert last["val_ce"] == pytest.approx(calibrated.val.loss)
     assert calibrated.val.calibrated_loss <= calibrated.val.loss + 1e-9
     assert plain["val_loss"] == pytest.approx(plain["val_ce"])
+
+
+def test_a_teacher_pulls_the_student_to_its_targets_and_weight_zero_changes_nothing(cpu_data):
+    from search.training import Teacher
+
+    cfg = RunConfig(get_preset("1L_128H_relu"), TrainConfig(optimizer="adamw", lr=1e-3, epochs=2))
+    n = len(cpu_data.train_x)
+    # A teacher that is sure every image shows the next class: (label + 1) mod 10.
+    wrong = (cpu_data.train_y + 1) % 10
+    log_probs = torch.full((n, 10), -20.0)
+    log_probs[torch.arange(n), wrong] = 0.0
+    plain = train(cfg, cpu_data, seed=0)
+    ignored = train(cfg, cpu_data, seed=0, teacher=Teacher(log_probs, weight=0.0))
+    for a, b in zip(plain.model.parameters(), ignored.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    taught = train(cfg, cpu_data, seed=0, teacher=Teacher(log_probs, weight=1.0, temperature=1))
+    pred = taught.model.eval()(cpu_data.val_x).argmax(1)
+    # The student learned the teacher's shifted labels, not the true ones.
+    assert float((pred == (cpu_data.val_y + 1) % 10).float().mean()) > 0.5
+    assert taught.val.accuracy < 0.1 and plain.val.accuracy > 0.6
+
+
+def test_a_teacher_must_fit_the_split_and_its_settings_their_ranges(cpu_data):
+    from search.training import Teacher
+
+    cfg = RunConfig(get_preset("1L_128H_relu"), TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="outputs for 3 training images, the split 2000"):
+        train(cfg, cpu_data, seed=0, teacher=Teacher(torch.zeros(3, 10)))
+    with pytest.raises(ValueError, match=r"weight must be in \[0, 1\], got 1.5"):
+        Teacher(torch.zeros(3, 10), weight=1.5)
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        Teacher(torch.zeros(3, 10), temperature=0)
