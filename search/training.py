@@ -500,11 +500,10 @@ def train(
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = data.train_y[idx]
             with _autocast(device, precision):
-                logits = step_model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                logits = step_model(xb).float()
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 if teacher is not None:
-                    soft = teacher.loss(logits.float(), idx)
-                    loss = (1 - teacher.weight) * loss + teacher.weight * soft
+                    loss = (1 - teacher.weight) * loss + teacher.weight * teacher.loss(logits, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
