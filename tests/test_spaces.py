@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 import torch
@@ -300,6 +302,7 @@ def test_cnn_family_vgg_draws_only_its_design_and_holds_the_vgg_warm_start():
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
     families = {"any": 0, "vgg": 0}
+    crops: dict[int, int] = {}
     for _ in range(200):
         trial = study.ask()
         cfg = cnn.space(trial)
@@ -313,10 +316,16 @@ def test_cnn_family_vgg_draws_only_its_design_and_holds_the_vgg_warm_start():
             assert all(b.kernel == 3 and b.pool_kernel == 2 for b in m.blocks)
             assert (m.pool, m.regularizer, t.schedule) == ("max", "bn", "cosine")
             assert t.optimizer in ("adamw", "nesterov") and len(m.fc_hidden) <= 1
+            crops[t.crop_pad] = crops.get(t.crop_pad, 0) + 1
         study.tell(trial, 0.0)
     assert min(families.values()) >= 70, families  # a random draw picks either
+    assert sorted(crops) == [1, 2], crops  # vgg always crops, by 1 or 2 pixels' padding
     vgg = cnn.WARM_START["VGG-style_32_64_128_1L_128_MAX_BN/adamw-augment"]
     assert cnn.to_params(vgg)["family"] == "vgg"
+    # The same design without crops is not a vgg point; it stays one of the space, in any.
+    uncropped = RunConfig(vgg.model, dataclasses.replace(vgg.train, crop_pad=0))
+    assert cnn.to_params(uncropped)["family"] == "any"
+    assert cnn.space(optuna.trial.FixedTrial(cnn.to_params(uncropped))) == uncropped
     for name, model in PRESETS.items():  # the seed's recipe is plain SGD without a schedule
         if model.kind == "cnn":
             assert cnn.to_params(RunConfig(model, SEED_RECIPE))["family"] == "any", name
