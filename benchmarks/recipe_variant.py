@@ -6,15 +6,16 @@
 Each ``--from`` names a report's folder (its ``results.json``; a report's output folder or a
 copy under ``benchmarks/results/``) and one of its trials. That trial is re-trained from scratch
 as the report did (its config and epochs, the report's seeds for it, the same stratified split,
-scored in float32 with the report's test-time flips) with ``--set`` applied to its config: a
+scored in float32 with the report's test-time augmentation) with ``--set`` applied to its config: a
 training-recipe field (``crop_pad=1``, ``erasing=0.05``, ``batch_size=128``) or a model field
 (``fc_dropout=0.3``). Each run is paired with the report's run of the same seed, the same
 training without the change. The runs go ``--jobs`` at a time, each with an equal share of the
 cores, as the report runs them.
 
-Writes ``recipe_variant.csv`` (one row per run) into ``--out`` as runs finish and prints, per
-trial, mean +- std of both and the paired differences. Compare runs made on the same kind of
-machine as the report's (its ``results.json`` does not name the CPU; the README beside it does).
+Writes ``recipe_variant.csv`` (one row per run) into ``--out`` once every run is done and
+prints, per trial, mean +- std of both and the paired differences. Compare runs made on the
+same kind of machine as the report's (its ``results.json`` does not name the CPU; the README
+beside it does).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _run(state: tuple[DeviceData, torch.Tensor, torch.Tensor], item: dict) -> di
     began = time.perf_counter()
     result = train(config, data, item["seed"])
     seconds = time.perf_counter() - began
-    model = for_inference(result.model, tta_for(config, "flip"))
+    model = for_inference(result.model, tta_for(config, item["tta"]))
     val = evaluate(model, data.val_x, data.val_y)
     test = evaluate(model, test_x, test_y)
     return {
@@ -126,6 +127,7 @@ def main() -> None:
             items.append({
                 "source": Path(folder).name, "trial": entry["trial"], "seed": run["seed"],
                 "config": config.to_dict(), "epochs": config.train.epochs,
+                "tta": results["settings"].get("tta", "none"),  # reports before --tta: none
                 "report_val_accuracy": round(run["val"]["accuracy"], 4),
                 "report_test_accuracy": round(run["test"]["accuracy"], 4),
             })  # fmt: skip
@@ -144,7 +146,7 @@ def main() -> None:
         if outcome.failure is not None:
             raise SystemExit(f"{item['source']} trial {item['trial']} seed {item['seed']}: "
                              f"{outcome.failure.message}")  # fmt: skip
-        row = {k: v for k, v in item.items() if k != "config"} | {"change": change}
+        row = {k: v for k, v in item.items() if k not in ("config", "tta")} | {"change": change}
         rows.append(row | outcome.value)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "recipe_variant.csv")
