@@ -22,6 +22,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 from PIL import Image
 
 from search import checkpoint, data, folders, plots, studies, training
@@ -709,6 +710,64 @@ def test_top_larger_than_the_completed_trials_uses_what_exists(tiny, second):
 
 
 @pytest.mark.slow
+def test_named_trials_are_re_trained_with_the_seeds_they_get_among_the_best(tiny, cli, tmp_path):
+    """--trial re-trains the trials named (here the top report's, named worst first) instead of
+    the --top best (1 here): the seeds and the training they get in the top report, best
+    first."""
+    top = tiny.results
+    named = [m["trial"] for m in top["models"]]
+    out = tmp_path / "named"
+    args = [a for n in reversed(named) for a in ("--trial", n)]
+    result = report_cnn(
+        cli, tiny.url, "--train-limit", 2000, "--epochs", 1, "--seeds", 1, "--jobs", 2,
+        "--top", 1, "--quiet", "--out", out, *args,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "results.json").read_text())
+    assert again["settings"]["trials_requested"] == list(reversed(named))
+    assert again["settings"]["top"] == len(named)
+    assert [m["trial"] for m in again["models"]] == named  # best search score first
+    for a, b in zip(again["models"], top["models"], strict=True):  # one seed: the first
+        (ra,), rb = a["runs"], b["runs"][0]
+        assert ra["seed"] == rb["seed"]
+        for part in ("val", "test"):
+            assert ra[part]["accuracy"] == pytest.approx(rb[part]["accuracy"], abs=0.005)
+    head = (out / "report.md").read_text().split("## Notes")[0]
+    assert "of the study (named with --trial)" in head
+    assert "best completed trials" not in head
+
+
+@pytest.mark.parametrize(
+    ("trial", "message"),
+    [
+        (
+            99,
+            "error: study 'named' has no trial 99 (it holds trials 0-1): "
+            "`fmnist-search trials --study named` lists them",
+        ),
+        (
+            1,
+            "error: trial 1 of study 'named' is pruned, not complete: only a completed trial "
+            "can be re-trained (`fmnist-search trials --study named` lists them with their state)",
+        ),
+    ],
+)
+def test_naming_a_missing_or_unfinished_trial_is_a_one_line_error(cli, tmp_path, trial, message):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="named", storage=url)
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # trial 0, complete
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))  # trial 1
+    out = tmp_path / "never"
+    result = cli(
+        "report", "--study", "named", "--storage", url, "--trial", 0, "--trial", trial,
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [message]
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_rerunning_replaces_the_report_and_a_failure_leaves_it_intact(
     tiny, cli, second, monkeypatch
 ):
@@ -821,6 +880,13 @@ def test_write_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
             "longer_within",
             float("nan"),
             "Invalid value for '--longer-within': nan is not in the range x>=0.",
+        ),
+        ("trials", (-1,), "Invalid value for '--trial': -1 is not in the range x>=0."),
+        (
+            "trials",
+            (3, 4, 3),
+            "--trial 3 given twice: name each trial once (its --seeds runs re-train it several "
+            "times)",
         ),
     ],
 )

@@ -42,6 +42,19 @@ class Tta(StrEnum):
 def report(
     study: Annotated[str, typer.Option(help="Study name.")],
     top: Annotated[int, typer.Option(help="Best completed trials to re-train.")] = 3,
+    trial: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--trial",
+            metavar="N",
+            help=(
+                "Re-train this completed trial instead of the --top best; repeat for several "
+                "(--trial 0 --trial 74: a warm start beside the best). Each gets the seeds it "
+                "gets among the best."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Re-trainings per trial, one seed each.")] = 3,
     epochs: Annotated[
         int | None,
@@ -104,6 +117,7 @@ def report(
         study=study,
         storage=storage,
         top=top,
+        trials=tuple(trial or ()),
         seeds=seeds,
         epochs=epochs,
         longer_within=longer_within,

@@ -163,7 +163,10 @@ def compute(opts: ReportOptions, progress: RetrainProgress | None = None) -> tup
 def _top_trials(
     study: optuna.Study, opts: ReportOptions, progress: RetrainProgress, notes: list[str]
 ) -> list[FrozenTrial]:
-    """The ``--top`` best completed trials; a note when the study has fewer."""
+    """The ``--top`` best completed trials (a note when the study has fewer), or the trials
+    named with ``--trial``, best search score first either way."""
+    if opts.trials:
+        return _named_trials(study, opts)
     top = studies.best_trials(study, opts.top)
     if top and studies.is_multi_objective(study):
         front = len(study.best_trials)
@@ -187,6 +190,27 @@ def _top_trials(
         )
         progress.note(notes[-1])
     return top
+
+
+def _named_trials(study: optuna.Study, opts: ReportOptions) -> list[FrozenTrial]:
+    """The ``--trial`` trials, each a completed one, or a one-line error naming the first that
+    is not."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    lists = f"`fmnist-search trials --study {opts.study}` lists them"
+    for number in opts.trials:
+        trial = by_number.get(number)
+        if trial is None:
+            held = f"trials 0-{max(by_number)}" if by_number else "no trial"
+            raise UserError(
+                f"study {opts.study!r} has no trial {number} (it holds {held}): {lists}"
+            )
+        if trial.state != TrialState.COMPLETE:
+            raise UserError(
+                f"trial {number} of study {opts.study!r} is {trial.state.name.lower()}, not "
+                f"complete: only a completed trial can be re-trained ({lists} with their state)"
+            )
+    named = [by_number[n] for n in opts.trials]
+    return sorted(named, key=lambda t: (studies.val_loss(t), t.number))
 
 
 def _score_on_test(
@@ -366,7 +390,8 @@ def _settings(
     epochs_factor: float,
 ) -> Settings:
     return Settings(
-        top_requested=opts.top,
+        top_requested=len(opts.trials) or opts.top,
+        trials_requested=list(opts.trials) or None,
         top=len(models),
         seeds=opts.seeds,
         epochs=opts.epochs,

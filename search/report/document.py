@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from search.report.figures import FIGURES
-from search.report.results import GENERATOR, MeanStd, ModelResult, ReferenceRow, Results
+from search.report.results import (
+    GENERATOR,
+    MeanStd,
+    ModelResult,
+    ReferenceRow,
+    Results,
+    Settings,
+)
 from search.report.text import epochs, fmt, fmt_ms, fmt_ref, plural
 
 # --- Markdown blocks ----------------------------------------------------------------------------
@@ -78,8 +85,8 @@ def intro(r: Results) -> list[str]:
     limit = se.train_limit if se.train_limit else "none (full split)"
     return [
         _heading(1, f"Fashion-MNIST report: study {st.name}"),
-        f"Made {r.created} by `{r.command or GENERATOR}`. The {se.top} best completed trials "
-        f"of the study (by validation loss) were each re-trained from scratch with {seeds} on "
+        f"Made {r.created} by `{r.command or GENERATOR}`. {_sentence_start(_which_trials(r))} "
+        f"{'were each' if se.top > 1 else 'was'} re-trained from scratch with {seeds} on "
         f"{fmt(se.train_images)} training images, then scored once on the "
         f"{fmt(se.test_images)} test images ({plural(n_runs, 'run')} on {se.device}). Test "
         "figures are mean ± std over seeds.",
@@ -87,7 +94,7 @@ def intro(r: Results) -> list[str]:
             [
                 f"study: {st.name} (space {st.space}, seed {st.seed}, storage {st.storage}); "
                 f"trials: {trials}",
-                f"re-training: top {se.top} of {se.top_requested} asked, {seeds}, {budget}, "
+                f"re-training: {_asked(se)}, {seeds}, {budget}, "
                 f"train limit {limit}, {fmt(se.val_images)} validation images",
                 f"input normalisation: mean {fmt(se.normalization.mean)}, "
                 f"std {fmt(se.normalization.std)} (training images, pixel / 255)",
@@ -95,6 +102,31 @@ def intro(r: Results) -> list[str]:
             ]
         ),
     ]
+
+
+def _which_trials(r: Results) -> str:
+    """ "the 3 best completed trials of the study (by validation loss)", or the trials that
+    --trial named."""
+    se = r.settings
+    if not se.trials_requested:
+        return f"the {se.top} best completed trials of the study (by validation loss)"
+    return f"{_named(se.trials_requested)} of the study (named with --trial)"
+
+
+def _named(numbers: Sequence[int]) -> str:
+    """ "trial 4", "trials 0 and 74", "trials 0, 26 and 74"."""
+    *rest, last = [str(n) for n in sorted(numbers)]
+    return f"trials {', '.join(rest)} and {last}" if rest else f"trial {last}"
+
+
+def _sentence_start(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _asked(se: Settings) -> str:
+    if se.trials_requested:
+        return f"{plural(len(se.trials_requested), 'trial')} named with --trial"
+    return f"top {se.top} of {se.top_requested} asked"
 
 
 def _tta_line(r: Results) -> str:
@@ -355,8 +387,9 @@ def dashboard_summary(r: Results) -> str:
     """The study note's copy of the report: a head paragraph, then the Results, Best model and
     Ensembles sections with their headings one level down."""
     se = r.settings
+    which = _named(se.trials_requested) if se.trials_requested else f"the top {se.top} trials"
     head = (
-        f"## Report of {r.created}\n\n`{r.command or GENERATOR}`: the top {se.top} trials of "
+        f"## Report of {r.created}\n\n`{r.command or GENERATOR}`: {which} of "
         f"`{r.study.name}` re-trained with {plural(se.seeds, 'seed')} each, then scored once on "
         "the test set. Its figures are the study's artifacts."
     )

@@ -20,6 +20,9 @@ class ReportOptions:
     study: str
     storage: str | None = None  # URL; None = $FMNIST_SEARCH_STORAGE or sqlite:///studies.db
     top: int = 3  # best completed trials to re-train (fewer if the study has fewer)
+    # These trials (completed ones, by number) instead of the --top best: to set a trial beside
+    # the best, a warm start for one. Re-trained with the seeds the same trial gets among the top.
+    trials: tuple[int, ...] = ()
     seeds: int = 3  # re-trainings per trial, each from scratch with its own seed
     epochs: int | None = None  # None = each trial's own budget x its space's REPORT_EPOCHS_FACTOR
     # ... as far as that is estimated to take at most this many minutes (search/report/probe.py)
@@ -45,6 +48,15 @@ class ReportOptions:
             if value is not None:
                 check_range(name, value, 1)
         check_range("--longer-within", self.longer_within, 0)
+        self.trials = tuple(self.trials)
+        for number in self.trials:
+            check_range("--trial", number, 0)
+        twice = sorted({n for n in self.trials if self.trials.count(n) > 1})
+        if twice:
+            raise UsageError(
+                f"--trial {twice[0]} given twice: name each trial once (its --seeds runs "
+                "re-train it several times)"
+            )
         if self.tta not in TTAS:
             raise UsageError(f"unknown --tta {self.tta!r}: use {' or '.join(TTAS)}")
 

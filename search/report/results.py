@@ -28,7 +28,9 @@ results.json (one object; every float at full precision; ``null`` where a value 
                 train_images, val_images, test_images,
                 device, precision, jobs (re-trainings at once), normalization {mean, std}
                 (of the training images, pixel / 255), data (the folder the images came from),
-                tta (the test-time augmentation asked for: "flip" or "none")
+                tta (the test-time augmentation asked for: "flip" or "none"),
+                trials_requested (the trials named with --trial, re-trained instead of the
+                best; null when the report took the top_requested best)
     notes       [sentences]: what the reader must know (fewer trials than asked, divergences,
                 which final budget applied and why)
     classes     the 10 class names, in label order
@@ -319,6 +321,7 @@ class Settings:
     data: str
     epochs_factor: float = 1  # with epochs null: each trial's own budget times this (rounded down)
     tta: str = "none"  # test-time augmentation asked for (--tta)
+    trials_requested: list[int] | None = None  # --trial: these trials, not the top_requested best
 
 
 @dataclass
