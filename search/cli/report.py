@@ -112,6 +112,7 @@ def report(
     """Re-train a study's best trials from scratch, score them on the test set, write a report."""
     from search.report import ReportOptions, RetrainProgress, fmt, fmt_ms, make_report
     from search.report import out_dir as report_out
+    from search.report.text import plural
 
     opts = ReportOptions(
         study=study,
@@ -162,8 +163,8 @@ def report(
     chosen = next((e for e in r.ensembles if e.file), None)
     if chosen is not None:
         lines.append(
-            f"ensemble.pt: {chosen.label} (lowest validation loss of {len(r.ensembles)} "
-            f"ensembles), test accuracy {fmt(chosen.test.accuracy)}"
+            f"ensemble.pt: {chosen.label} (lowest validation loss of "
+            f"{plural(len(r.ensembles), 'ensemble')}), test accuracy {fmt(chosen.test.accuracy)}"
         )
     files = "best.pt, ensemble.pt" if chosen is not None else "best.pt"
     lines.append(
