@@ -103,6 +103,20 @@ def test_bad_input_gets_a_short_clear_error(cli, args, code, message, tmp_path, 
     )
 
 
+@pytest.mark.parametrize("host", ["\x1e", "a\nb", "tab\there"])
+def test_an_error_echoing_control_characters_stays_one_line(cli, tmp_path, host):
+    # A host that cannot be resolved is echoed in the error; its line breaks and control
+    # characters (str.splitlines breaks on \x1e too) are shown escaped.
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="s", storage=storage)
+    result = cli("dashboard", "--host", host, "--storage", storage)
+    assert result.exit_code == 1, result.output
+    escaped = host.encode("unicode_escape").decode("ascii")
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"error: cannot listen on {escaped}:8080 (")
+    assert line.endswith("); pass an address of this machine with --host (default 127.0.0.1)")
+
+
 @pytest.mark.needs_data
 def test_best_on_a_missing_study_names_the_known_ones(cli, tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"

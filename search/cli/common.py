@@ -94,10 +94,19 @@ def cli_errors(fn):
         except UserError as exc:
             if state["debug"]:
                 raise
-            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"error: {one_line(str(exc))}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a line break, a tab, a control
+    character from the command line such as \\x1e, which ``splitlines`` breaks on) as its
+    escape, so that an error echoing what the user typed stays one line."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def sigterm_as_interrupt() -> None:
