@@ -43,3 +43,12 @@ def check_range(
         left = f"{low}<" if above else f"{low}<="
         bound = f"{left}x<={high}" if high is not None else f"x>{low}" if above else f"x>={low}"
         raise UsageError(f"Invalid value for '{option}': {value} is not in the range {bound}.")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a line break, a tab, a control
+    character from the command line such as \\x1e, which ``splitlines`` breaks on) as its
+    escape, so that an error echoing what the user typed stays one line."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )

@@ -9,7 +9,7 @@ import time
 
 from search import engine, parallel, studies
 from search.data import find_data_dir
-from search.errors import UserError
+from search.errors import UserError, one_line
 from search.progress import Progress
 from search.storage import storage_url
 from search.training import resolve_device, resolve_precision
@@ -28,7 +28,7 @@ def _work(setup: Setup, opts: engine.RunOptions) -> engine.RunSummary:
         return engine.run_study(opts, progress, hooks)
     except UserError as exc:
         # Each worker says what stopped it, on its own line, as it happens.
-        print(f"error: [worker {opts.worker}] {exc}", file=sys.stderr, flush=True)
+        print(f"error: [worker {opts.worker}] {one_line(str(exc))}", file=sys.stderr, flush=True)
         raise
 
 

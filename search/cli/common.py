@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from search.errors import UserError
+from search.errors import UserError, one_line
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -98,15 +98,6 @@ def cli_errors(fn):
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
-
-
-def one_line(text: str) -> str:
-    """``text`` with every character that is not printable (a line break, a tab, a control
-    character from the command line such as \\x1e, which ``splitlines`` breaks on) as its
-    escape, so that an error echoing what the user typed stays one line."""
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
 
 
 def sigterm_as_interrupt() -> None:
